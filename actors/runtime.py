@@ -1,0 +1,32 @@
+"""Starting or joining a Ray cluster for one command, and leaving it as it was."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import ray
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+    """Join ``address`` or start an embedded local Ray; shut down only what we started."""
+    if ray.is_initialized():
+        yield
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    kwargs: dict[str, object] = {
+        "logging_level": logging.WARNING,
+        "log_to_driver": True,
+        "configure_logging": True,
+    }
+    if address:
+        ray.init(address=address, **kwargs)  # type: ignore[arg-type]
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -1,0 +1,70 @@
+"""Video worker actor: renders shards with `farm.render.render_shard`; nothing else."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+
+from farm.processing import FrameProcessor, build_processors
+from farm.render import ShardResult, ShardTask, render_shard
+from farm.spec import JobSpec
+
+
+@ray.remote
+class ProgressBoard:
+    """Frames done per active shard, written by workers and read by the orchestrator."""
+
+    def __init__(self) -> None:
+        self.frames: dict[str, int] = {}
+
+    def report(self, shard: str, frames: int) -> None:
+        self.frames[shard] = self.frames.get(shard, 0) + frames
+
+    def reset(self, shard: str) -> None:
+        self.frames.pop(shard, None)
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.frames)
+
+
+class VideoWorker:
+    """One worker process; holds the processors of the job it served last.
+
+    Processors are rebuilt when a task carries a different spec, so one actor can serve two jobs
+    with different settings one after the other.
+    """
+
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = max(1, threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(self.threads))
+        import cv2
+
+        cv2.setNumThreads(self.threads)
+        self._spec_hash: str | None = None
+        self._processors: list[FrameProcessor] = []
+
+    def _processors_for(self, spec: JobSpec) -> list[FrameProcessor]:
+        key = spec.content_hash()
+        if key != self._spec_hash:
+            for processor in self._processors:
+                processor.close()
+            self._processors = build_processors(spec)
+            self._spec_hash = key
+        return self._processors
+
+    def ping(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def render(self, spec: JobSpec, task: ShardTask, board: Any = None) -> ShardResult:
+        processors = self._processors_for(spec)
+        name = task.shard.name
+        if board is not None:
+            board.reset.remote(name)
+
+        def on_frames(count: int) -> None:
+            if board is not None:
+                board.report.remote(name, count)
+
+        return render_shard(task, processors, on_frames=on_frames)

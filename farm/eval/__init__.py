@@ -1,0 +1,1 @@
+"""Quality measures of SyncFarm outputs (face identity, untouched regions, temporal stability)."""

@@ -1,0 +1,1 @@
+"""face stages of the SyncFarm core."""

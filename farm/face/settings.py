@@ -1,0 +1,74 @@
+"""Face-stage settings, validated once at the edge and carried inside the frozen JobSpec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class FaceSettings(BaseModel):
+    """How faces are found and swapped in a job."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    identity: Path = Field(description="identity pack directory made by `farm identity create`")
+    faces: Literal["all", "largest", "reference"] = "all"
+    reference: Path | None = Field(
+        default=None, description="image of the person to swap when faces='reference'"
+    )
+    reference_threshold: float = Field(
+        default=0.55,
+        gt=0,
+        le=2,
+        description="faces='reference': swap a face whose descriptor distance to the reference "
+        "image is under this (dlib: 0.6 separates people)",
+    )
+    detect_every: int = Field(
+        default=5,
+        ge=1,
+        le=60,
+        description="run the full-frame detector every k frames and track faces in between",
+    )
+    detect_max_side: int = Field(
+        default=640,
+        ge=160,
+        description="full-frame detection runs on a copy at most this many pixels on its long "
+        "side; "
+        "faces under about 80 px at that scale are missed",
+    )
+    max_gap_frames: int = Field(
+        default=3, ge=0, le=12, description="detection gaps up to this long are interpolated"
+    )
+    smoothing_min_cutoff: float = Field(
+        default=0.5, gt=0, description="One-Euro min cutoff (Hz): lower is smoother when still"
+    )
+    smoothing_beta: float = Field(
+        default=1.5,
+        ge=0,
+        description="One-Euro speed coefficient (per face width per second): higher lags less",
+    )
+    colour_transfer: float = Field(
+        default=1.0, ge=0, le=1, description="strength of the LAB colour match to the target skin"
+    )
+    shape_transfer: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="how far brows, eyes and nose move to the source's proportions (jaw and lips "
+        "keep the target's)",
+    )
+    poisson: bool = Field(default=False, description="blend with Poisson (cv2.seamlessClone)")
+    keep_mouth: bool = Field(
+        default=True, description="show the target's own inner mouth when it opens"
+    )
+    mask_blur: float = Field(
+        default=0.06, gt=0, le=0.5, description="mask feather, as a fraction of the face width"
+    )
+
+    @model_validator(mode="after")
+    def _reference_needs_image(self) -> FaceSettings:
+        if self.faces == "reference" and self.reference is None:
+            raise ValueError("faces='reference' needs a reference image (--reference IMG)")
+        return self

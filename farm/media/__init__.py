@@ -1,0 +1,1 @@
+"""media stages of the SyncFarm core."""

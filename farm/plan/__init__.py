@@ -1,0 +1,1 @@
+"""Planning: scene cuts, shard plans and the job ledger."""

@@ -1,0 +1,208 @@
+"""Render one shard: decode its frames from the source, run the frame processors, encode.
+
+A shard is a pure function of (spec, source, shard range): its output path is deterministic and it
+appears only when complete (tmp name, fsync, rename), so a rerun can skip it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from farm.errors import FrameCountMismatch, MediaError, ShardFailed
+from farm.fsutil import commit_file
+from farm.media.probe import ColorTags
+from farm.media.video_io import (
+    EncoderSettings,
+    ShardEncoder,
+    bgr_to_frame,
+    count_packets,
+    decode_range,
+    frame_to_bgr,
+)
+from farm.plan.shards import Shard
+from farm.processing import FrameProcessor, ShardContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything a worker needs to render one shard. Small and picklable: no frames."""
+
+    job_id: str
+    source: Path
+    frame_pts: tuple[int, ...]
+    shard: Shard
+    fps: Fraction
+    color: ColorTags
+    encoder: EncoderSettings
+    out_path: Path
+    batch_frames: int = 16
+    decode_threads: int = 1
+
+
+@dataclass
+class StageClock:
+    """Seconds spent per stage of one shard."""
+
+    decode_s: float = 0.0
+    convert_s: float = 0.0
+    process_s: float = 0.0
+    encode_s: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in vars(self).items()}
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    name: str
+    index: int
+    frames: int
+    path: Path
+    size_bytes: int
+    seconds: float
+    stages: dict[str, float] = field(default_factory=dict)
+    frames_changed: int = 0
+
+
+def shard_output_path(work_dir: Path, shard: Shard) -> Path:
+    return work_dir / "shards" / f"{shard.name}.mkv"
+
+
+def render_shard(
+    task: ShardTask,
+    processors: Sequence[FrameProcessor],
+    on_frames: Callable[[int], None] | None = None,
+) -> ShardResult:
+    """Render ``task.shard`` into ``task.out_path``; raise `ShardFailed` on any failure."""
+    shard = task.shard
+    started = time.perf_counter()
+    clock = StageClock()
+    task.out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = task.out_path.with_name(f".{task.out_path.stem}.tmp.mkv")
+    context = ShardContext(
+        job_id=task.job_id,
+        shard_index=shard.index,
+        context_start=shard.context_start,
+        start=shard.start,
+        stop=shard.stop,
+        fps=task.fps,
+        width=task.encoder.width,
+        height=task.encoder.height,
+        starts_at_scene_cut=shard.starts_at_cut,
+    )
+    needs_pixels = any(p.needs_pixels for p in processors)
+    for processor in processors:
+        processor.prepare(context)
+    encoder = ShardEncoder(tmp, task.encoder, task.fps)
+    changed = 0
+    try:
+        batch: list[tuple[int, av.VideoFrame]] = []
+
+        def flush() -> None:
+            nonlocal changed
+            if not batch:
+                return
+            if needs_pixels:
+                t0 = time.perf_counter()
+                images = [frame_to_bgr(f, task.color) for _, f in batch]
+                clock.convert_s += time.perf_counter() - t0
+                originals = list(images)
+                indices = [i for i, _ in batch]
+                t0 = time.perf_counter()
+                for processor in processors:
+                    images = processor.process(images, indices)
+                    if len(images) != len(indices):
+                        raise ShardFailed(
+                            f"shard {shard.name}: processor {processor.name} returned "
+                            f"{len(images)} frames for {len(indices)}",
+                            retryable=False,
+                        )
+                clock.process_s += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                for (index, frame), original, out in zip(batch, originals, images, strict=True):
+                    if index < shard.start:
+                        continue  # context frame: seen by trackers, never emitted
+                    if out is original:
+                        encoder.encode(frame)
+                    else:
+                        encoder.encode(bgr_to_frame(out, task.encoder))
+                        changed += 1
+                clock.encode_s += time.perf_counter() - t0
+            else:
+                t0 = time.perf_counter()
+                for index, frame in batch:
+                    if index >= shard.start:
+                        encoder.encode(frame)
+                clock.encode_s += time.perf_counter() - t0
+            emitted = sum(1 for i, _ in batch if i >= shard.start)
+            batch.clear()
+            if on_frames is not None and emitted:
+                on_frames(emitted)
+
+        t_decode = time.perf_counter()
+        for index, frame in decode_range(
+            task.source,
+            task.frame_pts,
+            shard.context_start,
+            shard.stop,
+            threads=task.decode_threads,
+        ):
+            clock.decode_s += time.perf_counter() - t_decode
+            batch.append((index, frame))
+            if len(batch) >= task.batch_frames:
+                flush()
+            t_decode = time.perf_counter()
+        flush()
+        t0 = time.perf_counter()
+        encoder.close()
+        clock.encode_s += time.perf_counter() - t0
+    except ShardFailed:
+        encoder.abort()
+        tmp.unlink(missing_ok=True)
+        raise
+    except MediaError as exc:
+        encoder.abort()
+        tmp.unlink(missing_ok=True)
+        raise ShardFailed(f"shard {shard.name}: {exc}", retryable=True) from exc
+    except av.error.FFmpegError as exc:
+        encoder.abort()
+        tmp.unlink(missing_ok=True)
+        raise ShardFailed(f"shard {shard.name}: encoding failed: {exc}", retryable=True) from exc
+
+    written = count_packets(tmp)
+    if encoder.frames_in != shard.frames or written != shard.frames:
+        tmp.unlink(missing_ok=True)
+        mismatch = FrameCountMismatch(
+            f"shard {shard.name} [{shard.start}, {shard.stop})",
+            shard.frames,
+            written if encoder.frames_in == shard.frames else encoder.frames_in,
+        )
+        raise ShardFailed(str(mismatch), retryable=True)
+    commit_file(tmp, task.out_path)
+    seconds = time.perf_counter() - started
+    log.info(
+        "shard %s: %d frames in %.2f s",
+        shard.name,
+        shard.frames,
+        seconds,
+        extra={"job_id": task.job_id, "shard": shard.name},
+    )
+    return ShardResult(
+        name=shard.name,
+        index=shard.index,
+        frames=shard.frames,
+        path=task.out_path,
+        size_bytes=task.out_path.stat().st_size,
+        seconds=seconds,
+        stages=clock.as_dict(),
+        frames_changed=changed,
+    )

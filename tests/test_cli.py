@@ -1,0 +1,121 @@
+"""The `farm` command line: bad input gives one line on stderr, a non-zero exit, no output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.clips import RECIPES, make_clip
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def farm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], cwd=REPO, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("farm: error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def _no_output(out: Path) -> None:
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if ".partial" in p.name]
+
+
+@pytest.fixture(scope="module")
+def good_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_clip(RECIPES["fps25"], tmp_path_factory.mktemp("cli-clips"))
+
+
+def test_missing_input(tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    _assert_one_line_error(farm("run", str(tmp_path / "nope.mp4"), "-o", str(out),
+                                "--passthrough"), "does not exist")
+    _no_output(out)
+
+
+def test_text_file_named_mp4(tmp_path: Path) -> None:
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("these are not frames\n" * 20)
+    out = tmp_path / "out.mp4"
+    _assert_one_line_error(farm("run", str(fake), "-o", str(out), "--passthrough"),
+                           "not a readable video")
+    _no_output(out)
+
+
+def test_truncated_mp4(good_clip: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.mp4"
+    data = good_clip.read_bytes()
+    cut.write_bytes(data[: len(data) // 3])
+    out = tmp_path / "out.mp4"
+    _assert_one_line_error(farm("run", str(cut), "-o", str(out), "--passthrough"), str(cut))
+    _no_output(out)
+
+
+def test_zero_frame_video(tmp_path: Path) -> None:
+    import av
+
+    empty = tmp_path / "empty.mkv"  # Matroska keeps a video track that holds no frame
+    with av.open(str(empty), "w") as container:
+        stream = container.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        container.start_encoding()
+    out = tmp_path / "out.mp4"
+    _assert_one_line_error(farm("run", str(empty), "-o", str(out), "--passthrough"),
+                           str(empty))
+    _no_output(out)
+
+
+def test_unwritable_output_directory(good_clip: Path, tmp_path: Path) -> None:
+    out = Path("/proc/farm-cannot-write-here.mp4")  # not writable even for root
+    _assert_one_line_error(farm("run", str(good_clip), "-o", str(out), "--passthrough"),
+                           "not writable")
+    assert not out.exists()
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        _assert_one_line_error(farm("run", str(good_clip), "-o", str(locked / "o.mp4"),
+                                    "--passthrough"), "not writable")
+
+
+def test_missing_output_directory_and_bad_settings(good_clip: Path, tmp_path: Path) -> None:
+    _assert_one_line_error(farm("run", str(good_clip), "-o", str(tmp_path / "no" / "o.mp4"),
+                                "--passthrough"), "does not exist")
+    _assert_one_line_error(farm("run", str(good_clip), "-o", str(tmp_path / "o.mp4")),
+                           "--identity", "--passthrough")
+    _assert_one_line_error(farm("run", str(good_clip), "-o", str(tmp_path / "o.mp4"),
+                                "--passthrough", "--intermediate", "best"), "intermediate")
+
+
+def test_resume_of_a_directory_without_ledger(tmp_path: Path) -> None:
+    _assert_one_line_error(farm("resume", str(tmp_path)), "ledger.json")
+
+
+def test_run_end_to_end_with_json_summary(good_clip: Path, tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "out.mp4"
+    result = farm("run", str(good_clip), "-o", str(out), "--passthrough", "--json",
+                  "--max-shard-seconds", "1", "--min-shard-seconds", "0.2")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["output"] == str(out.resolve()) and out.exists()
+    assert summary["frames"] == 75 and summary["shards"] >= 3
+    for stage in ("probe_s", "plan_s", "render_s", "join_s", "mux_s", "job_s"):
+        assert stage in summary["stage_seconds"]
+    assert json.loads((tmp_path / "out.report.json").read_text())["job_id"] == summary["job_id"]
+    assert not (tmp_path / ".out.mp4.farm-work").exists(), "default work dir removed on success"

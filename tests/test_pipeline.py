@@ -1,0 +1,212 @@
+"""End to end on a local Ray cluster: frames, timestamps, audio and tags survive the farm."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+import ray
+
+from actors.orchestrator import run_job
+from farm.job import prepare_job, record_shard, shard_task
+from farm.media.audio import decode_audio
+from farm.media.probe import MediaInfo, probe
+from farm.metrics import FarmMetrics
+from farm.processing import IdentityProcessor
+from farm.render import render_shard
+from farm.spec import JobSpec
+from tests.clips import RECIPES, make_clip
+from tests.conftest import media_path
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster() -> Any:
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("clips")
+
+
+def _spec(src: Path, out: Path, **video: Any) -> JobSpec:
+    data: dict[str, Any] = {"input": src, "output": out, "passthrough": True}
+    if video:
+        data["video"] = video
+    return JobSpec.model_validate(data)
+
+
+def _seconds(info: MediaInfo) -> list[Fraction]:
+    return [p * info.video.time_base for p in info.video.frame_pts]
+
+
+def _planes(frame: av.VideoFrame) -> list[np.ndarray]:
+    return [np.frombuffer(bytes(p), dtype=np.uint8) for p in frame.planes]
+
+
+def _yuv_psnr(a: av.VideoFrame, b: av.VideoFrame) -> float:
+    """PSNR over the raw planes (no RGB conversion, so tags cannot bias it)."""
+    x = np.concatenate([np.asarray(a.to_ndarray(), dtype=np.float64).ravel()])
+    y = np.concatenate([np.asarray(b.to_ndarray(), dtype=np.float64).ravel()])
+    peak = 1023.0 if "10" in a.format.name else 255.0
+    mse = float(np.mean((x - y) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+def _assert_same_timeline(src: MediaInfo, out: MediaInfo) -> None:
+    assert out.video.frame_count == src.video.frame_count
+    # Equal presentation times, to within one tick of the coarser time base.
+    tick = max(src.video.time_base, out.video.time_base)
+    src_t, out_t = _seconds(src), _seconds(out)
+    worst = max(abs(a - b) for a, b in zip(src_t, out_t, strict=True))
+    assert worst <= tick, f"presentation times differ by up to {float(worst)} s"
+
+
+def _assert_tags(src: MediaInfo, out: MediaInfo) -> None:
+    assert out.video.rotation == src.video.rotation
+    assert out.video.color == src.video.color
+    assert (out.video.width, out.video.height) == (src.video.width, src.video.height)
+
+
+def _assert_audio(src: MediaInfo, out: MediaInfo) -> None:
+    if src.audio is None:
+        assert out.audio is None
+        return
+    assert out.audio is not None
+    assert out.audio.sample_count == src.audio.sample_count
+    assert out.audio.channels == src.audio.channels
+    assert out.audio.sample_rate == src.audio.sample_rate
+    a = decode_audio(src.path, src.audio)
+    b = decode_audio(out.path, out.audio)
+    # Unchanged apart from the one AAC encode: the correlation stays near 1.
+    corr = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    assert corr > 0.98, f"audio correlation {corr:.4f}"
+
+
+@pytest.mark.parametrize("name", sorted(set(RECIPES) - {"long2min"}))
+def test_lossless_passthrough_keeps_every_frame(name: str, clips: Path, tmp_path: Path) -> None:
+    src = make_clip(RECIPES[name], clips)
+    out = tmp_path / f"{name}.mkv"
+    summary = run_job(_spec(src, out, intermediate="lossless", codec="ffv1",
+                            max_shard_s=0.8, min_shard_s=0.2))
+    assert summary["shards"] >= 2, "short shards force joins inside the clip"
+    s, o = probe(src), probe(out)
+    _assert_same_timeline(s, o)
+    _assert_tags(s, o)
+    if s.audio is not None:
+        # FLAC in Matroska is sample-exact; the AAC path is checked in the MP4 test below.
+        assert o.audio is not None and o.audio.sample_count == s.audio.sample_count
+    worst = 99.0
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        pairs = zip(a.decode(video=0), b.decode(video=0), strict=True)
+        for index, (fa, fb) in enumerate(pairs):
+            psnr = _yuv_psnr(fa, fb)
+            assert psnr >= 45, f"frame {index}: PSNR {psnr:.1f} dB"
+            worst = min(worst, psnr)
+    print(f"{name}: {o.video.frame_count} frames, worst PSNR {worst:.1f} dB")
+
+
+@pytest.mark.parametrize("name", ["fps2997", "vfr", "rotated", "mono44k", "surround51",
+                                  "noaudio", "tenbit", "odd1921"])
+def test_fast_mp4_output_matches_source(name: str, clips: Path, tmp_path: Path) -> None:
+    src = make_clip(RECIPES[name], clips)
+    out = tmp_path / f"{name}.mp4"
+    summary = run_job(_spec(src, out, max_shard_s=0.8, min_shard_s=0.2))
+    assert summary["join"] == "copy"
+    s, o = probe(src), probe(out)
+    _assert_same_timeline(s, o)
+    _assert_tags(s, o)
+    _assert_audio(s, o)
+    assert o.video.pix_fmt.replace("444", "420") == s.video.pix_fmt.replace("444", "420")
+
+
+def test_two_minute_clip_with_many_scenes(clips: Path, tmp_path: Path) -> None:
+    src = make_clip(RECIPES["long2min"], clips)
+    out = tmp_path / "long.mp4"
+    summary = run_job(_spec(src, out))
+    assert len(summary["scene_cuts"]) >= 30
+    s, o = probe(src), probe(out)
+    _assert_same_timeline(s, o)
+    _assert_audio(s, o)
+    # Every shard edge is a detected cut (no scene in this clip is longer than the cap).
+    starts = {a for a, _ in summary["shard_ranges"]} - {0}
+    assert starts <= set(summary["scene_cuts"])
+
+
+@pytest.mark.parametrize(
+    ("relative", "cuts"),
+    [("video/grid_hardcuts_4_speakers_12s.mp4", [75, 150, 225]),
+     ("video/tears_of_steel_10s_cuts_noaudio.mp4", [21, 65, 185])],
+)
+def test_shard_joins_fall_on_real_cuts(relative: str, cuts: list[int], tmp_path: Path) -> None:
+    src = media_path(relative)
+    out = tmp_path / "out.mp4"
+    summary = run_job(_spec(src, out, max_shard_s=4.0))
+    starts = sorted(a for a, _ in summary["shard_ranges"] if a > 0)
+    for cut in cuts:
+        assert any(abs(cut - s) <= 1 for s in starts), f"no shard edge near cut {cut}: {starts}"
+    fps = Fraction(summary["fps"])
+    cap = int(4.0 * fps)
+    assert all(b - a <= cap for a, b in summary["shard_ranges"]), "long scenes are capped"
+    s, o = probe(src), probe(out)
+    _assert_same_timeline(s, o)
+    _assert_audio(s, o)
+
+
+def _video_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        return [bytes(p) for p in container.demux(video=0) if p.size]
+
+
+def test_resume_reuses_finished_shards(clips: Path, tmp_path: Path) -> None:
+    src = make_clip(RECIPES["fps25"], clips)
+    reference = tmp_path / "reference.mp4"
+    run_job(_spec(src, reference, max_shard_s=0.8, min_shard_s=0.2))
+
+    work = tmp_path / "work"
+    out = tmp_path / "resumed.mp4"
+    spec = _spec(src, out, max_shard_s=0.8, min_shard_s=0.2).model_copy(
+        update={"work_dir": work}
+    )
+    # A first run that stops after two shards: they are rendered and recorded, nothing else.
+    plan = prepare_job(spec)
+    for shard in plan.shards[:2]:
+        record_shard(plan, render_shard(shard_task(plan, shard), [IdentityProcessor()]))
+    assert not out.exists()
+    first_two = {s.name: shard_task(plan, s).out_path.stat().st_mtime_ns for s in plan.shards[:2]}
+
+    summary = run_job(spec)
+    assert sorted(summary["shards_reused"]) == sorted(first_two)
+    for name, mtime in first_two.items():
+        assert (work / "shards" / f"{name}.mkv").stat().st_mtime_ns == mtime
+    assert _video_packets(out) == _video_packets(reference)
+    ledger = json.loads((work / "ledger.json").read_text())
+    assert set(ledger["done"]) == {s.name for s in plan.shards}
+
+
+def test_metrics_are_served(clips: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    metrics = FarmMetrics()
+    metrics.serve(port)
+    src = make_clip(RECIPES["fps25"], clips)
+    summary = run_job(_spec(src, tmp_path / "m.mp4", max_shard_s=1.0, min_shard_s=0.2),
+                      metrics=metrics)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert f'farm_frames_total{{stage="video"}} {float(summary["frames"])}' in body
+    assert f'farm_shards_total{{status="done"}} {float(summary["shards"])}' in body
+    assert "farm_shard_seconds_bucket" in body
+    assert 'farm_jobs_total{status="succeeded"} 1.0' in body

@@ -69,6 +69,7 @@ class ActorPool(Generic[T, R]):
         timeout_s: float = 600.0,
         max_attempts: int = 3,
         on_retry: Callable[[str, str], None] | None = None,
+        actor_start_timeout_s: float = 60.0,
     ) -> None:
         if size < 1:
             raise ValueError("pool size must be at least 1")
@@ -79,7 +80,13 @@ class ActorPool(Generic[T, R]):
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self._on_retry = on_retry
+        self.actor_start_timeout_s = actor_start_timeout_s
+        # Replacement actors are on probation until they answer: one that cannot be placed
+        # (its node is gone and nothing else fits) is dropped instead of holding work forever.
+        self._probation: dict[int, tuple[ray.ObjectRef, float]] = {}
         self.retries = 0
+        self.replaced = 0
+        self._dropped: set[int] = set()
 
     def _load(self, inflight: dict[ray.ObjectRef, _Inflight[T]]) -> list[int]:
         load = [0] * len(self.actors)
@@ -108,10 +115,38 @@ class ActorPool(Generic[T, R]):
         with contextlib.suppress(Exception):  # already dead
             ray.kill(self.actors[index], no_restart=True)
         self.actors[index] = self._make_actor()
+        self.replaced += 1
+        self._probation[index] = (self.actors[index].__ray_ready__.remote(), time.monotonic())
         for ref, entry in list(inflight.items()):
             if entry.actor_index == index:
                 del inflight[ref]
                 self._retry(entry.item, reason, queue)
+
+    def _usable(self) -> list[bool]:
+        """Which slots may take work now; drops replacements that never started."""
+        usable = [True] * len(self.actors)
+        for index, (ready_ref, since) in list(self._probation.items()):
+            done, _ = ray.wait([ready_ref], timeout=0)
+            if done:
+                del self._probation[index]
+                continue
+            usable[index] = False
+            others = [i for i in range(len(self.actors)) if i != index and i not in self._probation]
+            if others and time.monotonic() - since > self.actor_start_timeout_s:
+                log.warning(
+                    "worker slot %d could not be placed in %.0f s; dropping it",
+                    index,
+                    self.actor_start_timeout_s,
+                )
+                with contextlib.suppress(Exception):
+                    ray.kill(self.actors[index], no_restart=True)
+                del self._probation[index]
+                self._dropped.add(index)
+        for index in self._dropped:
+            usable[index] = False
+        if not any(usable):  # nothing else can run: keep waiting on the replacements
+            usable = [i not in self._dropped for i in range(len(self.actors))]
+        return usable
 
     def run(
         self,
@@ -125,8 +160,14 @@ class ActorPool(Generic[T, R]):
         inflight: dict[ray.ObjectRef, _Inflight[T]] = {}
         while queue or inflight:
             load = self._load(inflight)
-            while queue and min(load) < self.max_inflight:
-                index = load.index(min(load))
+            usable = self._usable()
+            while queue:
+                open_slots = [
+                    i for i in range(len(load)) if usable[i] and load[i] < self.max_inflight
+                ]
+                if not open_slots:
+                    break
+                index = min(open_slots, key=lambda i: load[i])
                 item = queue.popleft()
                 item.attempts += 1
                 ref = self._submit(self.actors[index], item.payload)
@@ -134,6 +175,9 @@ class ActorPool(Generic[T, R]):
                 load[index] += 1
             if on_tick is not None:
                 on_tick(len(queue), len(inflight))
+            if not inflight:
+                time.sleep(poll_s)  # every slot is waiting for a replacement to start
+                continue
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=poll_s)
             for ref in ready:
                 entry = inflight.pop(ref, None)
@@ -158,7 +202,11 @@ class ActorPool(Generic[T, R]):
                     raise PoolFailed(f"{entry.item.key} failed: {cause or exc}") from None
                 on_done(entry.item, result)
             now = time.monotonic()
-            hung = {e.actor_index for e in inflight.values() if now - e.started > self.timeout_s}
+            hung = {
+                e.actor_index
+                for e in inflight.values()
+                if now - e.started > self.timeout_s and e.actor_index not in self._probation
+            }
             for index in sorted(hung):
                 self._replace_actor(
                     index, inflight, queue, f"Timeout: no result within {self.timeout_s:.0f} s"

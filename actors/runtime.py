@@ -25,7 +25,13 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     if address:
         ray.init(address=address, **kwargs)  # type: ignore[arg-type]
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)  # type: ignore[arg-type]
+        # address="local": always a fresh embedded cluster, never one that happens to be running.
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            **kwargs,  # type: ignore[arg-type]
+        )
     try:
         yield
     finally:

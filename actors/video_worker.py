@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import ray
 
+from farm.chaos import inject
 from farm.processing import FrameProcessor, build_processors
 from farm.render import ShardResult, ShardTask, render_shard
 from farm.spec import JobSpec
@@ -46,7 +48,7 @@ class VideoWorker:
         self._processors: list[FrameProcessor] = []
 
     def _processors_for(self, spec: JobSpec) -> list[FrameProcessor]:
-        key = spec.content_hash()
+        key = spec.worker_key()
         if key != self._spec_hash:
             for processor in self._processors:
                 processor.close()
@@ -63,8 +65,14 @@ class VideoWorker:
         if board is not None:
             board.reset.remote(name)
 
+        done = 0
+
         def on_frames(count: int) -> None:
+            nonlocal done
+            done += count
             if board is not None:
                 board.report.remote(name, count)
+            inject(spec.chaos, name, done)
 
-        return render_shard(task, processors, on_frames=on_frames)
+        result = render_shard(task, processors, on_frames=on_frames)
+        return dataclasses.replace(result, worker=ray.get_runtime_context().get_node_id())

@@ -24,6 +24,19 @@ app = typer.Typer(
 EXIT_FAILED = 1
 
 
+def _register_subcommands() -> None:
+    from cli.identity import identity_app
+    from cli.provenance import consent_app, keys_app, verify
+
+    app.add_typer(identity_app, name="identity")
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(consent_app, name="consent")
+    app.command("verify")(verify)
+
+
+_register_subcommands()
+
+
 def _fail(message: str) -> None:
     """One line on stderr and a non-zero exit."""
     print(f"farm: error: {' '.join(message.split())}", file=sys.stderr)
@@ -81,6 +94,12 @@ def run(
     max_shard_seconds: Annotated[float, typer.Option(help="longest shard")] = 10.0,
     min_shard_seconds: Annotated[float, typer.Option(help="shortest scene kept apart")] = 0.6,
     voice: Annotated[str, typer.Option(help="keep | vc | tts")] = "keep",
+    tts_backend: Annotated[str, typer.Option(help="gpt-sovits | espeak (with --voice tts)")] = (
+        "espeak"
+    ),
+    transcript: Annotated[
+        Path | None, typer.Option(help="SRT/VTT/ASS subtitles or plain text of the speech")
+    ] = None,
     address: Annotated[
         str | None, typer.Option(help="join this Ray cluster instead of starting one")
     ] = None,
@@ -108,7 +127,7 @@ def run(
             "max_shard_s": max_shard_seconds,
             "min_shard_s": min_shard_seconds,
         },
-        "voice": {"mode": voice},
+        "voice": {"mode": voice, "tts_backend": tts_backend, "transcript": transcript},
         "cluster": {
             "address": address,
             "video_workers": workers,

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from farm.errors import FarmError, MediaError, SpecError
 from farm.fsutil import commit_file, sha256_file, write_json_atomic
 from farm.media.audio import RawAudio, decode_audio, write_raw_pcm
@@ -29,6 +31,12 @@ from farm.media.video_io import EncoderSettings
 from farm.plan.ledger import Ledger
 from farm.plan.scenes import SceneCuts, detect_cuts
 from farm.plan.shards import Shard, plan_shards
+from farm.provenance.audit import AuditLog
+from farm.provenance.consent import ConsentRecord, check_consent
+from farm.provenance.keys import Operator, farm_home, load_operator
+from farm.provenance.manifest import metadata_tags, sign_output
+from farm.provenance.payload import watermark_payload
+from farm.provenance.settings import ProvenanceSettings
 from farm.reduce import join_by_copy, join_by_encode, validate_shards
 from farm.render import ShardResult, ShardTask, shard_output_path
 from farm.spec import JobSpec
@@ -53,6 +61,9 @@ class JobPlan:
     final_encoder: EncoderSettings
     copy_join: bool
     ledger: Ledger
+    operator: Operator
+    consent_id: str
+    identity_name: str
     reused: set[str] = field(default_factory=set)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -81,6 +92,12 @@ def prepare_job(spec: JobSpec, *, worker_threads: int = 1) -> JobPlan:
     """Probe, plan and write (or reload) the ledger. Raises before any work on bad input."""
     t0 = time.perf_counter()
     check_output_writable(spec.output)
+    # Consent and the operator's keys are checked before anything else runs.
+    operator = load_operator()
+    consent_id, identity_name = "none", ""
+    if spec.face is not None:
+        record = identity_consent(spec, operator)
+        consent_id, identity_name = record.consent_id, record.subject
     info = probe(spec.input)
     if info.path.resolve() == spec.output.resolve():
         raise SpecError("output must not overwrite the input; choose another output path")
@@ -89,6 +106,8 @@ def prepare_job(spec: JobSpec, *, worker_threads: int = 1) -> JobPlan:
     input_sha = sha256_file(spec.input)
     job_key = hashlib.sha256(f"{spec.content_hash()}:{input_sha}".encode()).hexdigest()
     job_id = job_key[:12]
+    payload = watermark_payload(job_id, operator.key_id)
+    spec = spec.model_copy(update={"provenance": ProvenanceSettings(payload_hex=payload.hex())})
     keep = spec.work_dir is not None
     work_dir = (spec.work_dir or default_work_dir(spec.output)).resolve()
 
@@ -137,7 +156,7 @@ def prepare_job(spec: JobSpec, *, worker_threads: int = 1) -> JobPlan:
             work_dir,
             job_id=job_id,
             job_key=job_key,
-            spec=spec.model_dump(mode="json"),
+            spec=spec.model_dump(mode="json", exclude={"provenance"}),
             shards=shards,
         )
         ledger.data["cuts"] = list(cuts.cuts)
@@ -158,11 +177,30 @@ def prepare_job(spec: JobSpec, *, worker_threads: int = 1) -> JobPlan:
         final_encoder=final_enc,
         copy_join=joins_by_copy(spec.video.intermediate, spec.video.codec),
         ledger=ledger,
+        operator=operator,
+        consent_id=consent_id,
+        identity_name=identity_name,
         warnings=warnings,
     )
     plan.timings["probe_s"] = t_probe
     plan.timings["plan_s"] = t_plan
     return plan
+
+
+def identity_consent(spec: JobSpec, operator: Operator) -> ConsentRecord:
+    """The identity's consent must be signed by a trusted key, current, in scope, and cover
+    exactly the reference media the job uses."""
+    from farm.face.identity import load_identity
+
+    if spec.face is None:
+        raise SpecError("a consent check needs an identity")
+    pack = load_identity(spec.face.identity)
+    uses_voice = spec.voice.mode != "keep"
+    media = [("face", f.source_name, f.source_sha256) for f in pack.manifest.faces]
+    if uses_voice:
+        media += [("voice", v.source_name, v.sha256) for v in pack.manifest.voices]
+    scope = {"face", "voice"} if uses_voice else {"face"}
+    return check_consent(pack.consent.path, scope=scope, media_hashes=media, trust=operator.trust)
 
 
 def pending_shards(plan: JobPlan) -> list[Shard]:
@@ -222,16 +260,36 @@ def report_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.report.json")
 
 
-def build_audio_timeline(plan: JobPlan) -> RawAudio | None:
-    """One PCM timeline as long as the source's audio; encoded once by the mux."""
+def build_audio_timeline(plan: JobPlan, timeline: np.ndarray | None = None) -> RawAudio | None:
+    """One PCM timeline as long as the source's audio (or the re-voiced one), watermarked,
+    written raw; the mux encodes it once."""
+    from farm.provenance.audio_watermark import embed_audio_watermark
+
     audio = plan.info.audio
     if audio is None:
         return None
-    pcm = decode_audio(plan.info.path, audio)
-    return write_raw_pcm(pcm, plan.work_dir / "audio.f32", audio.sample_rate, audio.layout)
+    pcm = decode_audio(plan.info.path, audio) if timeline is None else timeline
+    if pcm.shape != (audio.sample_count, audio.channels):
+        raise MediaError(
+            f"audio timeline is {pcm.shape}, expected ({audio.sample_count}, {audio.channels})"
+        )
+    marked = embed_audio_watermark(pcm, audio.sample_rate, payload_of(plan))
+    return write_raw_pcm(marked, plan.work_dir / "audio.f32", audio.sample_rate, audio.layout)
 
 
-def finish_job(plan: JobPlan, results: list[ShardResult]) -> dict[str, Any]:
+def payload_of(plan: JobPlan) -> bytes:
+    if plan.spec.provenance is None:
+        raise SpecError("the job has no watermark payload; it was not prepared by prepare_job")
+    return bytes.fromhex(plan.spec.provenance.payload_hex)
+
+
+def finish_job(
+    plan: JobPlan,
+    results: list[ShardResult],
+    *,
+    audio_timeline: np.ndarray | None = None,
+    voice_report: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Validate and join the shards, mux with one audio encode, rename atomically, report."""
     spec = plan.spec
     t0 = time.perf_counter()
@@ -254,12 +312,13 @@ def finish_job(plan: JobPlan, results: list[ShardResult]) -> dict[str, Any]:
     t_join = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    raw_audio = build_audio_timeline(plan)
+    raw_audio = build_audio_timeline(plan, audio_timeline)
     t_audio = time.perf_counter() - t2
 
     t3 = time.perf_counter()
     output = spec.output.resolve()
     partial = _partial_output_path(output)
+    unsigned = plan.work_dir / f"unsigned{output.suffix}"
     container = CONTAINER_FORMATS[output.suffix.lower()]
     # FLAC in Matroska is lossless and sample-exact at any rate; MP4 and MOV carry AAC.
     audio_codec = "flac" if container == "matroska" else "aac"
@@ -267,20 +326,43 @@ def finish_job(plan: JobPlan, results: list[ShardResult]) -> dict[str, Any]:
         ffmpeg_binary(),
         joined,
         raw_audio,
-        partial,
+        unsigned,
         container=container,
         audio_codec=audio_codec,
         rotation=plan.info.video.rotation,
         color=plan.info.video.color,
-        metadata={"comment": f"SyncFarm job {plan.job_id}", "syncfarm_job_id": plan.job_id},
+        metadata=metadata_tags(plan.job_id, plan.consent_id, plan.operator.key_id),
     )
+    run_ffmpeg(argv)
+    t_mux = time.perf_counter() - t3
+
+    t4 = time.perf_counter()
+    inputs = {"input": plan.input_sha256}
     try:
-        run_ffmpeg(argv)
+        sign_output(
+            unsigned,
+            partial,
+            plan.operator,
+            plan.job_id,
+            plan.consent_id,
+            inputs,
+            already_tagged=True,
+        )
         commit_file(partial, output)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    t_mux = time.perf_counter() - t3
+    output_sha = sha256_file(output)
+    with AuditLog(farm_home() / "audit.sqlite") as audit:
+        audit.append(
+            job_id=plan.job_id,
+            identity=plan.identity_name,
+            consent_id=plan.consent_id,
+            operator_key_id=plan.operator.key_id,
+            input_sha256=inputs,
+            output_sha256={"output": output_sha},
+        )
+    t_sign = time.perf_counter() - t4
 
     plan.timings.update(
         {
@@ -288,6 +370,7 @@ def finish_job(plan: JobPlan, results: list[ShardResult]) -> dict[str, Any]:
             "join_s": t_join,
             "audio_s": t_audio,
             "mux_s": t_mux,
+            "sign_s": t_sign,
         }
     )
     render_s = sum(r.seconds for r in results)
@@ -321,9 +404,17 @@ def finish_job(plan: JobPlan, results: list[ShardResult]) -> dict[str, Any]:
         "stage_seconds": {k: round(v, 4) for k, v in plan.timings.items()},
         "shard_stage_seconds": {k: round(v, 4) for k, v in stage_totals.items()},
         "shard_seconds_total": round(render_s, 4),
+        "shard_workers": {r.name: r.worker for r in results if r.worker},
+        "provenance": {
+            "watermark_payload": payload_of(plan).hex(),
+            "operator_key_id": plan.operator.key_id,
+            "consent_id": plan.consent_id,
+            "c2pa": "signed",
+        },
+        "voice": voice_report,
         "warnings": plan.warnings,
     }
-    plan.ledger.mark_output({"path": str(output), "sha256": sha256_file(output)})
+    plan.ledger.mark_output({"path": str(output), "sha256": output_sha})
     write_json_atomic(report_path(output), summary)
     if not plan.keep_work_dir:
         shutil.rmtree(plan.work_dir, ignore_errors=True)
@@ -336,7 +427,7 @@ def run_in_process(spec: JobSpec) -> dict[str, Any]:
     from farm.render import render_shard
 
     plan = prepare_job(spec, worker_threads=max(1, os.cpu_count() or 1))
-    processors = build_processors(spec)
+    processors = build_processors(plan.spec)
     results: list[ShardResult] = []
     t0 = time.perf_counter()
     try:

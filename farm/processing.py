@@ -76,6 +76,16 @@ class FrameProcessor(Protocol):
         """Release models and sessions."""
 
 
+@runtime_checkable
+class LumaMarker(Protocol):
+    """Optional: a stage that only shifts luma (the watermark) and can work on the Y plane of
+    the frame about to be encoded, so untouched frames never take the lossy RGB round trip."""
+
+    def mark_luma(self, luma: np.ndarray, bit_depth: int) -> np.ndarray:
+        """Return the marked luma plane (same shape and dtype)."""
+        ...
+
+
 class IdentityProcessor:
     """Passes every frame through unchanged (``farm run --passthrough``)."""
 

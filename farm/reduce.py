@@ -147,6 +147,8 @@ def join_by_encode(
         rate = video.fps.limit_denominator(1_000_000)
         stream = cast(av.VideoStream, output.add_stream(final.codec, rate=rate))
         configure_stream(stream, final)
+        # The encoder counts in the source's own ticks, so VFR timestamps pass through exactly.
+        stream.codec_context.time_base = video.time_base
         stream.time_base = video.time_base
         index = 0
         for shard, path in zip(shards, paths, strict=True):

@@ -12,8 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
+import numpy as np
 
 from farm.errors import FrameCountMismatch, MediaError, ShardFailed
 from farm.fsutil import commit_file
@@ -25,9 +27,10 @@ from farm.media.video_io import (
     count_packets,
     decode_range,
     frame_to_bgr,
+    map_luma,
 )
 from farm.plan.shards import Shard
-from farm.processing import FrameProcessor, ShardContext
+from farm.processing import FrameProcessor, LumaMarker, ShardContext
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ class ShardResult:
     seconds: float
     stages: dict[str, float] = field(default_factory=dict)
     frames_changed: int = 0
+    worker: str = ""
+    """Where it ran (a node id under Ray); empty in-process."""
 
 
 def shard_output_path(work_dir: Path, shard: Shard) -> Path:
@@ -99,7 +104,10 @@ def render_shard(
         height=task.encoder.height,
         starts_at_scene_cut=shard.starts_at_cut,
     )
-    needs_pixels = any(p.needs_pixels for p in processors)
+    # Luma-only stages (the watermark) run last, on the Y plane of the frame to be encoded.
+    markers = [p for p in processors if isinstance(p, LumaMarker)]
+    content = [p for p in processors if not isinstance(p, LumaMarker)]
+    needs_pixels = any(p.needs_pixels for p in content)
     for processor in processors:
         processor.prepare(context)
     encoder = ShardEncoder(tmp, task.encoder, task.fps)
@@ -107,43 +115,58 @@ def render_shard(
     try:
         batch: list[tuple[int, av.VideoFrame]] = []
 
+        def mark(frame: av.VideoFrame, index: int) -> av.VideoFrame:
+            for marker in markers:
+                marked = map_luma(frame, marker.mark_luma)
+                if marked is None:  # a pixel format numpy cannot hold: take the BGR path
+                    image = frame_to_bgr(frame, task.color)
+                    out = cast(FrameProcessor, marker).process([image], [index])[0]
+                    marked = bgr_to_frame(out, task.encoder)
+                frame = marked
+            return frame
+
+        def process_pixels(frames: list[av.VideoFrame], indices: list[int]) -> list[object]:
+            """Content processors over BGR images; the decoded frame where nothing changed."""
+            t0 = time.perf_counter()
+            images = [frame_to_bgr(f, task.color) for f in frames]
+            clock.convert_s += time.perf_counter() - t0
+            originals = list(images)
+            t0 = time.perf_counter()
+            for processor in content:
+                images = processor.process(images, indices)
+                if len(images) != len(indices):
+                    raise ShardFailed(
+                        f"shard {shard.name}: processor {processor.name} returned "
+                        f"{len(images)} frames for {len(indices)}",
+                        retryable=False,
+                    )
+            clock.process_s += time.perf_counter() - t0
+            return [
+                f if out is orig else out
+                for f, orig, out in zip(frames, originals, images, strict=True)
+            ]
+
         def flush() -> None:
             nonlocal changed
             if not batch:
                 return
+            frames = [f for _, f in batch]
+            indices = [i for i, _ in batch]
+            outputs: list[object] = list(frames)
             if needs_pixels:
-                t0 = time.perf_counter()
-                images = [frame_to_bgr(f, task.color) for _, f in batch]
-                clock.convert_s += time.perf_counter() - t0
-                originals = list(images)
-                indices = [i for i, _ in batch]
-                t0 = time.perf_counter()
-                for processor in processors:
-                    images = processor.process(images, indices)
-                    if len(images) != len(indices):
-                        raise ShardFailed(
-                            f"shard {shard.name}: processor {processor.name} returned "
-                            f"{len(images)} frames for {len(indices)}",
-                            retryable=False,
-                        )
-                clock.process_s += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                for (index, frame), original, out in zip(batch, originals, images, strict=True):
-                    if index < shard.start:
-                        continue  # context frame: seen by trackers, never emitted
-                    if out is original:
-                        encoder.encode(frame)
-                    else:
-                        encoder.encode(bgr_to_frame(out, task.encoder))
-                        changed += 1
-                clock.encode_s += time.perf_counter() - t0
-            else:
-                t0 = time.perf_counter()
-                for index, frame in batch:
-                    if index >= shard.start:
-                        encoder.encode(frame)
-                clock.encode_s += time.perf_counter() - t0
-            emitted = sum(1 for i, _ in batch if i >= shard.start)
+                outputs = process_pixels(frames, indices)
+            t0 = time.perf_counter()
+            for index, frame, out in zip(indices, frames, outputs, strict=True):
+                if index < shard.start:
+                    continue  # context frame: seen by trackers, never emitted
+                if out is frame:
+                    final = frame
+                else:
+                    final = bgr_to_frame(cast(np.ndarray, out), task.encoder)
+                    changed += 1
+                encoder.encode(mark(final, index) if markers else final)
+            clock.encode_s += time.perf_counter() - t0
+            emitted = sum(1 for i in indices if i >= shard.start)
             batch.clear()
             if on_frames is not None and emitted:
                 on_frames(emitted)

@@ -14,12 +14,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from farm.chaos import ChaosSettings
 from farm.errors import SpecError
 from farm.face.settings import FaceSettings
+from farm.provenance.settings import ProvenanceSettings
 from farm.voice.settings import VoiceSettings
 
 Intermediate = Literal["fast", "lossless"]
-VideoCodec = Literal["h264", "hevc", "ffv1"]
+VideoCodec = Literal["h264", "hevc"]
 
 
 class VideoSettings(BaseModel):
@@ -70,6 +72,10 @@ class ClusterSettings(BaseModel):
         default=600.0, gt=0, description="a shard taking longer is re-run"
     )
     max_attempts: int = Field(default=3, ge=1, description="tries per shard before the job fails")
+    voice_workers: int = Field(default=1, ge=1, description="sentence workers when re-voicing")
+    actor_start_timeout_s: float = Field(
+        default=60.0, gt=0, description="a replacement worker not placed by then is dropped"
+    )
 
 
 class JobSpec(BaseModel):
@@ -87,6 +93,10 @@ class JobSpec(BaseModel):
     cluster: ClusterSettings = ClusterSettings()
     models_dir: Path | None = None
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    chaos: ChaosSettings | None = Field(default=None, description="fault injection (tests only)")
+    provenance: ProvenanceSettings | None = Field(
+        default=None, description="filled by the job from its id and the operator key"
+    )
 
     @model_validator(mode="after")
     def _something_to_do(self) -> JobSpec:
@@ -94,21 +104,32 @@ class JobSpec(BaseModel):
             raise ValueError("passthrough and an identity exclude each other; drop one of them")
         if not self.passthrough and self.face is None:
             raise ValueError("give --identity DIR to swap faces, or --passthrough to copy frames")
-        if self.output.suffix.lower() not in {".mp4", ".mov", ".mkv"}:
-            raise ValueError(f"output must end in .mp4, .mov or .mkv, not {self.output.name!r}")
-        if self.video.codec == "ffv1" and self.output.suffix.lower() != ".mkv":
-            raise ValueError("codec ffv1 needs an .mkv output")
+        if self.voice.mode != "keep" and self.face is None:
+            raise ValueError(
+                f"voice mode {self.voice.mode!r} speaks in an identity's voice: give --identity DIR"
+            )
+        if self.output.suffix.lower() not in {".mp4", ".mov"}:
+            # Every output carries a C2PA manifest, which MP4 and QuickTime files can hold.
+            raise ValueError(f"output must end in .mp4 or .mov, not {self.output.name!r}")
         return self
 
     def processor_chain(self) -> list[str]:
         """Frame processors in the order a shard runs them."""
-        return ["identity"] if self.face is None else ["classic-swap"]
+        chain = ["identity"] if self.face is None else ["classic-swap"]
+        if self.provenance is not None:
+            chain.append("watermark")  # always last: it marks exactly what goes out
+        return chain
+
+    def worker_key(self) -> str:
+        """What a worker's processors depend on: the content plus the watermark payload."""
+        payload = self.provenance.payload_hex if self.provenance else ""
+        return f"{self.content_hash()}:{payload}"
 
     def content_hash(self) -> str:
         """A short hash of everything that changes the rendered frames (keys the ledger)."""
         relevant = self.model_dump(
             mode="json",
-            exclude={"output": True, "work_dir": True, "metrics_port": True, "cluster": True},
+            exclude={"output", "work_dir", "metrics_port", "cluster", "chaos", "provenance"},
         )
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -51,12 +51,25 @@ def clip_argv(recipe: ClipRecipe, out: Path) -> list[str]:
     if recipe.vfr:
         # Every third frame is shown twice as long: irregular frame durations.
         filters.append(f"setpts=(N+floor(N/3))/({recipe.fps}*TB)")
-    argv = [ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-            video_src]
+    argv = [
+        ffmpeg_binary(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        video_src,
+    ]
     if recipe.audio:
         rate, layout = _AUDIO[recipe.audio]
-        argv += ["-f", "lavfi", "-i",
-                 f"sine=frequency=440:sample_rate={rate}:duration={recipe.seconds}"]
+        argv += [
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:sample_rate={rate}:duration={recipe.seconds}",
+        ]
     if filters:
         argv += ["-vf", ",".join(filters)]
     argv += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", recipe.pix_fmt, "-g", "50"]
@@ -64,8 +77,16 @@ def clip_argv(recipe: ClipRecipe, out: Path) -> list[str]:
         argv += ["-fps_mode", "passthrough"]
     if recipe.audio:
         rate, layout = _AUDIO[recipe.audio]
-        argv += ["-filter:a", f"aformat=channel_layouts={layout}", "-c:a", "aac", "-b:a", "96k",
-                 "-ar", rate]
+        argv += [
+            "-filter:a",
+            f"aformat=channel_layouts={layout}",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "96k",
+            "-ar",
+            rate,
+        ]
     argv += [*recipe.extra, str(out)]
     return argv
 
@@ -77,9 +98,22 @@ def make_clip(recipe: ClipRecipe, directory: Path) -> Path:
     if recipe.rotation:
         plain = directory / f"{recipe.name}.norot.mp4"
         run_ffmpeg(clip_argv(recipe, plain))
-        run_ffmpeg([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y",
-                    "-display_rotation", str(recipe.rotation), "-i", str(plain), "-c", "copy",
-                    str(out)])
+        run_ffmpeg(
+            [
+                ffmpeg_binary(),
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-display_rotation",
+                str(recipe.rotation),
+                "-i",
+                str(plain),
+                "-c",
+                "copy",
+                str(out),
+            ]
+        )
         plain.unlink()
     else:
         run_ffmpeg(clip_argv(recipe, out))
@@ -101,7 +135,8 @@ RECIPES = {
         ClipRecipe("noaudio", audio=None),
         ClipRecipe("mono44k", audio="mono44k"),
         ClipRecipe("surround51", audio="surround51"),
-        ClipRecipe("long2min", size="160x120", fps="25", seconds=120.0, scene_seconds=3.5,
-                   audio="mono44k"),
+        ClipRecipe(
+            "long2min", size="160x120", fps="25", seconds=120.0, scene_seconds=3.5, audio="mono44k"
+        ),
     )
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,25 @@ def media_path(relative: str) -> Path:
             "repository (tests read ../shared/media)"
         )
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_farm_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An operator key for the whole session (every output is signed and watermarked).
+
+    Set in os.environ so Ray workers and `farm` subprocesses started later inherit it.
+    """
+    from farm.provenance.keys import init_keys
+
+    home = tmp_path_factory.mktemp("farm-home")
+    previous = os.environ.get("FARM_HOME")
+    os.environ["FARM_HOME"] = str(home)
+    init_keys(home, name="test operator")
+    yield home
+    if previous is None:
+        os.environ.pop("FARM_HOME", None)
+    else:
+        os.environ["FARM_HOME"] = previous
 
 
 @pytest.fixture(scope="session")

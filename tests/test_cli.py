@@ -16,8 +16,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 def farm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args], cwd=REPO, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -42,8 +46,9 @@ def good_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_missing_input(tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"
-    _assert_one_line_error(farm("run", str(tmp_path / "nope.mp4"), "-o", str(out),
-                                "--passthrough"), "does not exist")
+    _assert_one_line_error(
+        farm("run", str(tmp_path / "nope.mp4"), "-o", str(out), "--passthrough"), "does not exist"
+    )
     _no_output(out)
 
 
@@ -51,8 +56,9 @@ def test_text_file_named_mp4(tmp_path: Path) -> None:
     fake = tmp_path / "notes.mp4"
     fake.write_text("these are not frames\n" * 20)
     out = tmp_path / "out.mp4"
-    _assert_one_line_error(farm("run", str(fake), "-o", str(out), "--passthrough"),
-                           "not a readable video")
+    _assert_one_line_error(
+        farm("run", str(fake), "-o", str(out), "--passthrough"), "not a readable video"
+    )
     _no_output(out)
 
 
@@ -74,31 +80,46 @@ def test_zero_frame_video(tmp_path: Path) -> None:
         stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
         container.start_encoding()
     out = tmp_path / "out.mp4"
-    _assert_one_line_error(farm("run", str(empty), "-o", str(out), "--passthrough"),
-                           str(empty))
+    _assert_one_line_error(farm("run", str(empty), "-o", str(out), "--passthrough"), str(empty))
     _no_output(out)
 
 
 def test_unwritable_output_directory(good_clip: Path, tmp_path: Path) -> None:
     out = Path("/proc/farm-cannot-write-here.mp4")  # not writable even for root
-    _assert_one_line_error(farm("run", str(good_clip), "-o", str(out), "--passthrough"),
-                           "not writable")
+    _assert_one_line_error(
+        farm("run", str(good_clip), "-o", str(out), "--passthrough"), "not writable"
+    )
     assert not out.exists()
     if os.geteuid() != 0:
         locked = tmp_path / "locked"
         locked.mkdir()
         locked.chmod(0o500)
-        _assert_one_line_error(farm("run", str(good_clip), "-o", str(locked / "o.mp4"),
-                                    "--passthrough"), "not writable")
+        _assert_one_line_error(
+            farm("run", str(good_clip), "-o", str(locked / "o.mp4"), "--passthrough"),
+            "not writable",
+        )
 
 
 def test_missing_output_directory_and_bad_settings(good_clip: Path, tmp_path: Path) -> None:
-    _assert_one_line_error(farm("run", str(good_clip), "-o", str(tmp_path / "no" / "o.mp4"),
-                                "--passthrough"), "does not exist")
-    _assert_one_line_error(farm("run", str(good_clip), "-o", str(tmp_path / "o.mp4")),
-                           "--identity", "--passthrough")
-    _assert_one_line_error(farm("run", str(good_clip), "-o", str(tmp_path / "o.mp4"),
-                                "--passthrough", "--intermediate", "best"), "intermediate")
+    _assert_one_line_error(
+        farm("run", str(good_clip), "-o", str(tmp_path / "no" / "o.mp4"), "--passthrough"),
+        "does not exist",
+    )
+    _assert_one_line_error(
+        farm("run", str(good_clip), "-o", str(tmp_path / "o.mp4")), "--identity", "--passthrough"
+    )
+    _assert_one_line_error(
+        farm(
+            "run",
+            str(good_clip),
+            "-o",
+            str(tmp_path / "o.mp4"),
+            "--passthrough",
+            "--intermediate",
+            "best",
+        ),
+        "intermediate",
+    )
 
 
 def test_resume_of_a_directory_without_ledger(tmp_path: Path) -> None:
@@ -109,8 +130,18 @@ def test_run_end_to_end_with_json_summary(good_clip: Path, tmp_path: Path) -> No
     import json
 
     out = tmp_path / "out.mp4"
-    result = farm("run", str(good_clip), "-o", str(out), "--passthrough", "--json",
-                  "--max-shard-seconds", "1", "--min-shard-seconds", "0.2")
+    result = farm(
+        "run",
+        str(good_clip),
+        "-o",
+        str(out),
+        "--passthrough",
+        "--json",
+        "--max-shard-seconds",
+        "1",
+        "--min-shard-seconds",
+        "0.2",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["output"] == str(out.resolve()) and out.exists()

@@ -17,26 +17,75 @@ from farm.media.probe import ColorTags
 
 def test_mux_argv_copies_video_encodes_audio_once_and_restores_tags() -> None:
     argv = mux_argv(
-        "ffmpeg", Path("v.mp4"), RawAudio(Path("a.f32"), 48000, 6, "5.1", 1000), Path("o.mp4"),
-        container="mp4", rotation=90, color=ColorTags(1, 1, 1, 1),
+        "ffmpeg",
+        Path("v.mp4"),
+        RawAudio(Path("a.f32"), 48000, 6, "5.1", 1000),
+        Path("o.mp4"),
+        container="mp4",
+        rotation=90,
+        color=ColorTags(1, 1, 1, 1),
         metadata={"syncfarm_job_id": "abc"},
     )
     assert argv == [
-        "ffmpeg", "-display_rotation", "90", "-i", "v.mp4",
-        "-f", "f32le", "-ar", "48000", "-ch_layout", "5.1", "-i", "a.f32",
-        "-map", "0:v:0", "-map", "1:a:0",
-        "-f", "mp4", "-b:a", "192k", "-c:a", "aac", "-c:v", "copy",
-        "-color_primaries", "1", "-color_range", "1", "-color_trc", "1", "-colorspace", "1",
-        "-metadata:g:0", "syncfarm_job_id=abc", "-movflags", "+faststart+use_metadata_tags",
-        "o.mp4", "-y",
+        "ffmpeg",
+        "-display_rotation",
+        "90",
+        "-i",
+        "v.mp4",
+        "-f",
+        "f32le",
+        "-ar",
+        "48000",
+        "-ch_layout",
+        "5.1",
+        "-i",
+        "a.f32",
+        "-map",
+        "0:v:0",
+        "-map",
+        "1:a:0",
+        "-f",
+        "mp4",
+        "-b:a",
+        "192k",
+        "-c:a",
+        "aac",
+        "-c:v",
+        "copy",
+        "-color_primaries",
+        "1",
+        "-color_range",
+        "1",
+        "-color_trc",
+        "1",
+        "-colorspace",
+        "1",
+        "-metadata:g:0",
+        "syncfarm_job_id=abc",
+        "-movflags",
+        "+faststart+use_metadata_tags",
+        "o.mp4",
+        "-y",
     ]
 
 
 def test_mux_argv_without_audio_or_tags() -> None:
-    argv = mux_argv("ff", Path("v.mp4"), None, Path("o.mkv"), container="matroska",
-                    color=ColorTags(0, 2, 2, 2))
-    assert argv == ["ff", "-i", "v.mp4", "-map", "0:v:0", "-f", "matroska", "-c:v", "copy",
-                    "o.mkv", "-y"]
+    argv = mux_argv(
+        "ff", Path("v.mp4"), None, Path("o.mkv"), container="matroska", color=ColorTags(0, 2, 2, 2)
+    )
+    assert argv == [
+        "ff",
+        "-i",
+        "v.mp4",
+        "-map",
+        "0:v:0",
+        "-f",
+        "matroska",
+        "-c:v",
+        "copy",
+        "o.mkv",
+        "-y",
+    ]
 
 
 def _fake_binary(path: Path) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,10 +26,11 @@ def test_shards_tile_the_timeline_and_respect_the_cap(
     case: tuple[int, list[int], int, int, int],
 ) -> None:
     frames, cuts, max_frames, min_frames, overlap = case
-    shards = plan_shards(frames, cuts, max_frames=max_frames, min_frames=min_frames,
-                         overlap=overlap)
+    shards = plan_shards(
+        frames, cuts, max_frames=max_frames, min_frames=min_frames, overlap=overlap
+    )
     assert shards[0].start == 0 and shards[-1].stop == frames
-    for a, b in zip(shards, shards[1:], strict=False):
+    for a, b in itertools.pairwise(shards):
         assert a.stop == b.start, "no gap, no overlap of emitted frames"
     assert [s.index for s in shards] == list(range(len(shards)))
     for s in shards:

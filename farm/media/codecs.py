@@ -3,7 +3,7 @@
 ``intermediate="fast"`` encodes every shard once with the final codec and quality, without
 B-frames so that decode order is presentation order; the reducer then joins the shards by copying
 packets (one encode, no generation loss). ``intermediate="lossless"`` writes FFV1 shards and the
-reducer encodes the output once (or copies them when the final codec is FFV1 too).
+reducer encodes the output once.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from farm.media.probe import VideoInfo
 from farm.media.video_io import EncoderSettings, encoder_pix_fmt
 
-_ENCODER_NAMES = {"h264": "libx264", "hevc": "libx265", "ffv1": "ffv1"}
+_ENCODER_NAMES = {"h264": "libx264", "hevc": "libx265", "ffv1": "ffv1"}  # ffv1: shards only
 
 
 def _options(codec: str, crf: int, preset: str, *, b_frames: bool) -> dict[str, str]:
@@ -56,4 +56,5 @@ def shard_encoder(
 
 def joins_by_copy(intermediate: str, codec: str) -> bool:
     """Whether the reducer can join shard packets without re-encoding."""
-    return intermediate == "fast" or codec == "ffv1"
+    del codec  # every final codec joins by copy from 'fast' shards; FFV1 shards always encode
+    return intermediate == "fast"

@@ -11,7 +11,7 @@ from farm.media.audio import RawAudio
 from farm.media.probe import ColorTags
 
 AUDIO_ENCODERS = {"aac": "aac", "opus": "libopus", "flac": "flac"}
-CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov"}
 
 
 def _layout_option(channels: int, layout: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -236,6 +236,38 @@ class ShardEncoder:
     def abort(self) -> None:
         with contextlib.suppress(av.error.FFmpegError):
             self.container.close()
+
+
+def map_luma(
+    frame: av.VideoFrame, fn: Callable[[np.ndarray, int], np.ndarray]
+) -> av.VideoFrame | None:
+    """A new frame whose Y plane is ``fn(Y, bit_depth)``; chroma copied untouched.
+
+    Returns None for pixel formats PyAV cannot round-trip through numpy (the caller then takes
+    the BGR path).
+    """
+    name = frame.format.name
+    if not name.startswith(("yuv", "gray", "nv")):
+        return None
+    try:
+        planes = frame.to_ndarray()
+    except (ValueError, NotImplementedError, TypeError):
+        return None
+    depth = int(frame.format.components[0].bits)
+    if planes.ndim == 3:
+        luma = planes[0]
+    elif planes.ndim == 2:
+        luma = planes[: frame.height]
+    else:
+        return None
+    luma[...] = fn(np.array(luma, copy=True), depth)
+    try:
+        out = av.VideoFrame.from_ndarray(planes, format=name)
+    except (ValueError, NotImplementedError, TypeError):
+        return None
+    out.color_range = frame.color_range
+    out.colorspace = frame.colorspace
+    return out
 
 
 def count_packets(path: Path) -> int:

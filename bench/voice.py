@@ -1,0 +1,153 @@
+"""Benchmark of the voice stage: real-time factor per backend on the shared speech clips.
+
+Prints numbers; it is not a test. RTF = wall time of `revoice` (plan, reference analysis,
+synthesis, fitting, assembly) / audio duration, single process. Goal for `vc`: RTF ≤ 0.15.
+Also prints the `vc` median-F0 error against the reference and the speech-boundary error.
+
+    .venv/bin/python bench/voice.py [--repeat 3] [--gpt-sovits-url http://127.0.0.1:9880]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyworld as pw
+import soundfile as sf
+
+from farm.errors import FarmError
+from farm.voice.settings import GptSovitsSettings, VoiceSettings
+from farm.voice.signal import speech_bounds
+from farm.voice.stage import plan_voice, revoice
+
+MEDIA = Path(__file__).resolve().parent.parent.parent / "shared" / "media"
+CLIPS = [
+    ("audio/ljspeech_LJ001-0001.wav", ["audio/grid_bbaf2n.wav", "audio/grid_swiz3n.wav"]),
+    ("audio/ljspeech_LJ001-0003.wav", ["audio/grid_bbaf2n.wav", "audio/grid_swiz3n.wav"]),
+    ("audio/ljspeech_LJ001-0007.wav", ["audio/grid_bbaf2n.wav", "audio/grid_swiz3n.wav"]),
+    ("audio/grid_bbaf2n.wav", ["audio/ljspeech_LJ001-0003.wav"]),
+    ("audio/grid_lwbsza.wav", ["audio/ljspeech_LJ001-0003.wav"]),
+    ("audio/grid_swiz3n.wav", ["audio/ljspeech_LJ001-0003.wav"]),
+]
+TEXTS = {
+    "audio/ljspeech_LJ001-0001.wav": "Printing, in the only sense with which we are at present "
+    "concerned, differs from most if not from all the arts and crafts represented in the "
+    "Exhibition",
+    "audio/ljspeech_LJ001-0003.wav": "For although the Chinese took impressions from wood blocks "
+    "engraved in relief for centuries before the woodcutters of the Netherlands, by a similar "
+    "process",
+    "audio/ljspeech_LJ001-0007.wav": "the earliest book printed with movable types, the Gutenberg, "
+    'or "forty-two line Bible" of about fourteen fifty-five,',
+    "audio/grid_bbaf2n.wav": "bin blue at f two now",
+    "audio/grid_lwbsza.wav": "lay white by s zero again",
+    "audio/grid_swiz3n.wav": "set white in z three now",
+}
+
+
+def _median_f0(x: np.ndarray, rate: int) -> float:
+    f0, t = pw.dio(x.astype(np.float64), rate, f0_floor=60.0, f0_ceil=600.0, frame_period=5.0)
+    f0 = pw.stonemask(x.astype(np.float64), f0, t, rate)
+    return float(np.median(f0[f0 > 0]))
+
+
+def _load(relative: str) -> tuple[np.ndarray, int]:
+    data, rate = sf.read(str(MEDIA / relative), dtype="float32", always_2d=True)
+    return data.mean(axis=1), int(rate)
+
+
+def bench_backend(settings: VoiceSettings, repeat: int, tmp: Path) -> None:
+    name = settings.backend_name()
+    total_audio = total_wall = total_cpu = total_setup = 0.0
+    rows = []
+    for clip, refs in CLIPS:
+        audio, rate = _load(clip)
+        transcript = None
+        if settings.mode == "tts":
+            transcript = tmp / (Path(clip).stem + ".txt")
+            transcript.write_text(TEXTS[clip] + "\n", encoding="utf-8")
+        ref_paths = [MEDIA / r for r in refs]
+        walls = []
+        cpus = []
+        setups = []
+        out = np.zeros(0)
+        for _ in range(repeat):
+            began, cpu = time.perf_counter(), time.process_time()
+            out, report = revoice(
+                audio[:, None], rate, settings, ref_paths, audio.size, 1, transcript_path=transcript
+            )
+            walls.append(time.perf_counter() - began)
+            cpus.append(time.process_time() - cpu)
+            setups.append(report.timings_s.get("target", 0.0))
+        wall = statistics.median(walls)
+        seconds = audio.size / rate
+        total_audio += seconds
+        total_wall += wall
+        total_cpu += statistics.median(cpus)
+        total_setup += statistics.median(setups)
+        line = (
+            f"  {clip:40s} {seconds:6.2f} s  wall {wall:6.3f} s  RTF {wall / seconds:.3f}"
+            f"  (CPU {statistics.median(cpus) / seconds:.3f})"
+        )
+        if name == "vc":
+            ref_audio = [_load(r) for r in refs]
+            ref_f0 = _median_f0(np.concatenate([a for a, _ in ref_audio]), ref_audio[0][1])
+            plan = plan_voice(audio[:, None], rate, settings, None, audio.size)
+            speech = np.concatenate(
+                [out[s.speech_start_sample : s.speech_stop_sample, 0] for s in plan.sentences]
+            )
+            f0_err = _median_f0(speech, rate) / ref_f0 - 1
+            errs = []
+            for s in plan.sentences:
+                b = speech_bounds(out[s.start_sample : s.slot_stop_sample, 0], rate, 40.0, -60.0)
+                if b is not None:
+                    errs += [
+                        abs(s.start_sample + b[0] - s.speech_start_sample) / rate * 1000,
+                        abs(s.start_sample + b[1] - s.speech_stop_sample) / rate * 1000,
+                    ]
+            line += f"  F0 err {f0_err * 100:+5.1f} %  boundary err max {max(errs):6.1f} ms"
+            line += f"  stretch {[round(r.stretch_ratio, 3) for r in report.sentences]}"
+        rows.append(line)
+    print(
+        f"backend {name}: RTF {total_wall / total_audio:.3f} wall, "
+        f"{total_cpu / total_audio:.3f} CPU, {(total_wall - total_setup) / total_audio:.3f} wall "
+        f"without the per-job reference analysis ({total_setup:.2f} s), over "
+        f"{total_audio:.1f} s of audio"
+    )
+    print("\n".join(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--gpt-sovits-url", default=GptSovitsSettings().url)
+    args = parser.parse_args()
+    tmp = Path("/tmp/syncfarm-bench-voice")
+    tmp.mkdir(exist_ok=True)
+    bench_backend(VoiceSettings(mode="vc"), args.repeat, tmp)
+    if shutil.which("espeak-ng"):
+        bench_backend(VoiceSettings(mode="tts", tts_backend="espeak"), args.repeat, tmp)
+    else:
+        print("backend espeak: not measured (espeak-ng binary not installed)")
+    try:
+        httpx.get(args.gpt_sovits_url, timeout=1.0)
+    except httpx.TransportError:
+        print(f"backend gpt-sovits: not measured (no server at {args.gpt_sovits_url})")
+    else:
+        cfg = VoiceSettings(
+            mode="tts",
+            tts_backend="gpt-sovits",
+            gpt_sovits=GptSovitsSettings(url=args.gpt_sovits_url),
+        )
+        try:
+            bench_backend(cfg, 1, tmp)
+        except FarmError as exc:
+            print(f"backend gpt-sovits: failed: {exc}")
+
+
+if __name__ == "__main__":
+    main()

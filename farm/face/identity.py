@@ -1,0 +1,330 @@
+"""Identity packs: the consenting source person, as a directory made once and read by every worker.
+
+::
+
+    DIR/
+      identity.json          format, faces (landmarks, descriptor, hashes), voices, consent, models
+      faces/face_00.png      aligned source face crops (FFHQ alignment, lossless)
+      voices/voice_00.wav    voice references, copied as given
+      consent/<name>         the consent record, copied as given (sha256 in identity.json)
+
+`create_identity` builds a pack; `load_identity` reads one back and re-checks every file's sha256.
+What the consent record must contain is checked later (provenance); here it is stored and hashed,
+and `IdentityPack.consent` hands the path and hash to whoever verifies it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from farm.errors import ConsentError, MediaError, SpecError
+from farm.face.dlib_stack import DlibFaceStack
+from farm.face.geometry import Landmarks, alignment_matrix, box_width, transform_points
+from farm.models import DLIB_DESCRIPTOR, DLIB_LANDMARKS_68, ModelManifest, sha256_file
+
+logger = logging.getLogger(__name__)
+
+PACK_MANIFEST = "identity.json"
+PACK_FORMAT = 1
+CROP_SIZE = 384
+"""Side of the stored aligned face crop, in pixels."""
+MIN_FACE_PX = 40
+"""Smallest usable source face width; smaller faces carry too little identity to swap."""
+
+
+class PackFace(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str
+    sha256: str
+    source_name: str
+    source_sha256: str
+    face_width_px: float = Field(description="detected face width in the source image")
+    landmarks: list[tuple[float, float]] = Field(description="68 points in the aligned crop")
+    descriptor: list[float] = Field(description="128-D dlib descriptor of the source face")
+
+
+class PackFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str
+    sha256: str
+    source_name: str
+
+
+class PackManifest(BaseModel):
+    """The schema of ``identity.json``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal[1] = 1
+    faces: list[PackFace] = Field(min_length=1)
+    voices: list[PackFile] = []
+    consent: PackFile
+    models: dict[str, str] = Field(description="model name → sha256 used to build the pack")
+    warnings: list[str] = []
+
+
+@dataclass(frozen=True)
+class SourceFace:
+    """One aligned source face, ready to be warped onto targets."""
+
+    image: np.ndarray
+    """BGR uint8 aligned crop, ``CROP_SIZE``²."""
+    landmarks: Landmarks
+    """(68, 2) float32 points in the crop."""
+    descriptor: np.ndarray
+    """(128,) float32 identity descriptor."""
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    """Where the pack's consent record is and what it hashed to when the pack was made."""
+
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class IdentityPack:
+    """A loaded, verified identity pack."""
+
+    root: Path
+    manifest: PackManifest
+    faces: tuple[SourceFace, ...]
+    voice_refs: tuple[Path, ...]
+    consent: ConsentRecord
+
+    @property
+    def descriptor(self) -> np.ndarray:
+        """The identity's descriptor: the mean over its source faces."""
+        return np.mean([f.descriptor for f in self.faces], axis=0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class CreatedIdentity:
+    pack: IdentityPack
+    warnings: tuple[str, ...]
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A BGR uint8 image; `MediaError` when missing or unreadable."""
+    if not path.is_file():
+        raise MediaError(f"identity image {path} does not exist")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise MediaError(
+            f"identity image {path} cannot be read: not a PNG/JPEG/... image or corrupt"
+        )
+    return image
+
+
+def analyse_source_face(
+    stack: DlibFaceStack, image: np.ndarray, name: str
+) -> tuple[SourceFace, float, list[str]]:
+    """Find the face in a source image and align it; returns the face, its width and warnings."""
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    boxes = []
+    for upsample in (0, 1, 2):
+        boxes = stack.detect(gray, upsample=upsample)
+        if boxes or max(gray.shape) * (2**upsample) > 4000:
+            break
+    if not boxes:
+        raise MediaError(
+            f"no face found in identity image {name}: use a well-lit, roughly frontal photo "
+            f"with one face at least {MIN_FACE_PX} px wide"
+        )
+    warnings: list[str] = []
+    if len(boxes) > 1:
+        warnings.append(
+            f"{len(boxes)} faces found in identity image {name}; using the largest "
+            f"({box_width(boxes[0]):.0f} px wide). Crop the image to one face to silence this."
+        )
+    box = boxes[0]
+    width = box_width(box)
+    if width < MIN_FACE_PX:
+        raise MediaError(
+            f"the face in identity image {name} is {width:.0f} px wide, under the {MIN_FACE_PX} px "
+            "minimum: use a larger or closer photo"
+        )
+    landmarks = stack.landmarks(gray, box)
+    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    descriptor = stack.descriptor(rgb, landmarks)
+    matrix = alignment_matrix(landmarks, CROP_SIZE)
+    crop = cv2.warpAffine(
+        image,
+        matrix,
+        (CROP_SIZE, CROP_SIZE),
+        flags=cv2.INTER_CUBIC,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    face = SourceFace(
+        image=crop, landmarks=transform_points(landmarks, matrix), descriptor=descriptor
+    )
+    return face, width, warnings
+
+
+def create_identity(
+    faces: list[Path],
+    consent: Path,
+    output: Path,
+    manifest: ModelManifest,
+    *,
+    voices: list[Path] | None = None,
+) -> CreatedIdentity:
+    """Build an identity pack in ``output`` (which must not exist, or be empty).
+
+    Raises:
+        SpecError: no face image given, or ``output`` is a non-empty directory.
+        MediaError: an image or voice file is missing, unreadable, faceless or too small.
+        ConsentError: the consent record is missing or empty.
+    """
+    voices = voices or []
+    if not faces:
+        raise SpecError("an identity needs at least one --face image")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise SpecError(f"identity output {output} already exists and is not empty; pick a new one")
+    if not consent.is_file():
+        raise ConsentError(f"consent record {consent} does not exist; an identity needs one")
+    if consent.stat().st_size == 0:
+        raise ConsentError(f"consent record {consent} is empty")
+    for voice in voices:
+        _check_wav(voice)
+
+    stack = DlibFaceStack(manifest)
+    analysed = []
+    warnings: list[str] = []
+    for path in faces:
+        face, width, face_warnings = analyse_source_face(stack, read_image(path), path.name)
+        analysed.append((path, face, width))
+        warnings.extend(face_warnings)
+    for warning in warnings:
+        logger.warning("%s", warning)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        for sub in ("faces", "voices", "consent"):
+            (staging / sub).mkdir()
+        pack_faces = []
+        for k, (path, face, width) in enumerate(analysed):
+            rel = f"faces/face_{k:02d}.png"
+            if not cv2.imwrite(str(staging / rel), face.image):
+                raise MediaError(f"cannot write {staging / rel}")
+            pack_faces.append(
+                PackFace(
+                    file=rel,
+                    sha256=sha256_file(staging / rel),
+                    source_name=path.name,
+                    source_sha256=sha256_file(path),
+                    face_width_px=round(width, 1),
+                    landmarks=[(round(float(x), 3), round(float(y), 3)) for x, y in face.landmarks],
+                    descriptor=[float(v) for v in face.descriptor],
+                )
+            )
+        pack_voices = []
+        for k, path in enumerate(voices):
+            rel = f"voices/voice_{k:02d}.wav"
+            shutil.copyfile(path, staging / rel)
+            pack_voices.append(
+                PackFile(file=rel, sha256=sha256_file(staging / rel), source_name=path.name)
+            )
+        consent_rel = f"consent/{consent.name}"
+        shutil.copyfile(consent, staging / consent_rel)
+        pack = PackManifest(
+            faces=pack_faces,
+            voices=pack_voices,
+            consent=PackFile(
+                file=consent_rel,
+                sha256=sha256_file(staging / consent_rel),
+                source_name=consent.name,
+            ),
+            models={
+                name: manifest.entry(name).sha256 or ""
+                for name in (DLIB_LANDMARKS_68, DLIB_DESCRIPTOR)
+            },
+            warnings=warnings,
+        )
+        (staging / PACK_MANIFEST).write_text(
+            pack.model_dump_json(indent=2) + "\n", encoding="utf-8"
+        )
+        if output.exists():
+            output.rmdir()
+        staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return CreatedIdentity(pack=load_identity(output), warnings=tuple(warnings))
+
+
+def load_identity(root: Path) -> IdentityPack:
+    """Read and verify an identity pack.
+
+    Raises:
+        MediaError: the directory, ``identity.json`` or a face/voice file is missing or altered.
+        ConsentError: the consent record is missing or no longer matches its sha256.
+    """
+    path = root / PACK_MANIFEST
+    if not path.is_file():
+        raise MediaError(
+            f"{root} is not an identity pack ({PACK_MANIFEST} is missing); "
+            "make one with `farm identity create`"
+        )
+    try:
+        manifest = PackManifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise MediaError(f"{path}: invalid field {field}: {first['msg']}") from None
+    faces = []
+    for entry in manifest.faces:
+        file = _verified(root, entry.file, entry.sha256, MediaError)
+        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if image is None:
+            raise MediaError(f"identity face {file} cannot be read")
+        landmarks = np.asarray(entry.landmarks, dtype=np.float32)
+        descriptor = np.asarray(entry.descriptor, dtype=np.float32)
+        if landmarks.shape != (68, 2) or descriptor.shape != (128,):
+            raise MediaError(f"{path}: face {entry.file} needs 68 landmarks and a 128-D descriptor")
+        faces.append(SourceFace(image=image, landmarks=landmarks, descriptor=descriptor))
+    voices = tuple(_verified(root, v.file, v.sha256, MediaError) for v in manifest.voices)
+    consent_path = _verified(root, manifest.consent.file, manifest.consent.sha256, ConsentError)
+    return IdentityPack(
+        root=root,
+        manifest=manifest,
+        faces=tuple(faces),
+        voice_refs=voices,
+        consent=ConsentRecord(path=consent_path, sha256=manifest.consent.sha256),
+    )
+
+
+def _verified(
+    root: Path, rel: str, sha256: str, error: type[MediaError] | type[ConsentError]
+) -> Path:
+    path = root / rel
+    if not path.is_file():
+        raise error(f"identity pack file {path} is missing; re-create the pack")
+    found = sha256_file(path)
+    if found != sha256:
+        raise error(
+            f"identity pack file {path} has sha256 {found}, expected {sha256}; it was altered"
+        )
+    return path
+
+
+def _check_wav(path: Path) -> None:
+    if not path.is_file():
+        raise MediaError(f"voice reference {path} does not exist")
+    with path.open("rb") as handle:
+        header = handle.read(12)
+    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        raise MediaError(f"voice reference {path} is not a WAV file (no RIFF/WAVE header)")

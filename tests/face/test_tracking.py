@@ -1,0 +1,147 @@
+"""Tracking logic with a scripted fake detector: gaps, re-pickup, scene resets, One-Euro."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import numpy as np
+import pytest
+
+from farm.face.dlib_stack import DlibFaceStack
+from farm.face.geometry import Box, box_of, face_triangles, iou, piecewise_affine_maps
+from farm.face.tracking import FaceTracker, OneEuroFilter
+
+BASE = np.array(
+    [
+        [30 + 40 * np.cos(a), 60 + 40 * np.sin(a)]
+        for a in np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    ],
+    dtype=np.float32,
+)
+
+
+class ScriptedStack:
+    """A face at x offset ``frame[0, 0, 0]`` when ``frame[0, 0, 1]`` is 1; no face otherwise."""
+
+    def __init__(self) -> None:
+        self.full_detections = 0
+
+    @staticmethod
+    def _face(gray: np.ndarray) -> Box | None:
+        return (float(gray[0, 0]), 20.0, float(gray[0, 0]) + 80.0, 100.0) if gray[0, 1] else None
+
+    def detect(self, gray: np.ndarray, *, max_side: int = 0, upsample: int = 0) -> list[Box]:
+        self.full_detections += 1
+        face = self._face(gray)
+        return [face] if face else []
+
+    def detect_near(self, gray: np.ndarray, box: Box, *, margin: float = 0.6) -> Box | None:
+        face = self._face(gray)
+        return face if face and iou(face, box) > 0 else None
+
+    def landmarks(self, gray: np.ndarray, box: Box) -> np.ndarray:
+        return BASE + np.float32(box[0] - 0.0)
+
+    def descriptor(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return np.zeros(128, np.float32)
+
+
+def frames_for(script: list[int | None]) -> list[np.ndarray]:
+    """One tiny frame per entry: the face's x offset, or None for no face."""
+    frames = []
+    for x in script:
+        frame = np.zeros((4, 4, 3), np.uint8)
+        if x is not None:
+            frame[0, 0, :] = x  # grey value read back by the scripted stack
+            frame[0, 1, :] = 1
+        frames.append(frame)
+    return frames
+
+
+def tracker(**kwargs: Any) -> FaceTracker:
+    return FaceTracker(cast(DlibFaceStack, ScriptedStack()), **kwargs)
+
+
+def test_short_gaps_are_interpolated_and_long_gaps_are_not() -> None:
+    script: list[int | None] = [
+        10,
+        12,
+        None,
+        None,
+        None,
+        20,
+        22,
+        None,
+        None,
+        None,
+        None,
+        30,
+        30,
+        30,
+    ]
+    result = tracker(detect_every=1, max_gap=3, min_cutoff=1e6, beta=0.0).track_batch(
+        frames_for(script), list(range(len(script)))
+    )
+    present = [len(faces) == 1 for faces in result]
+    assert present[:2] == [True, True]
+    assert present[2:5] == [True, True, True], "a 3-frame gap is filled"
+    assert not any(present[7:11]), "a 4-frame gap is left empty"
+    assert present[11:] == [True, True, True], "the face is picked up again"
+    xs = [faces[0].landmarks[:, 0].mean() - BASE[:, 0].mean() for faces in result[:7]]
+    np.testing.assert_allclose(xs, [10, 12, 14, 16, 18, 20, 22], atol=0.01)
+    assert not result[3][0].observed and result[5][0].observed
+
+
+def test_face_that_appears_between_detections_is_back_filled() -> None:
+    script: list[int | None] = [None, None, None, 5, 5, 5, 5, 5]
+    stack = ScriptedStack()
+    t = FaceTracker(cast(DlibFaceStack, stack), detect_every=5)
+    result = t.track_batch(frames_for(script), list(range(len(script))))
+    assert [len(f) for f in result] == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert stack.full_detections == 2, "full-frame detection runs every 5th frame only"
+
+
+def test_tracks_continue_across_batches_and_reset_forgets_them() -> None:
+    t = tracker(detect_every=3)
+    first = t.track_batch(frames_for([7, 7, 7]), [0, 1, 2])
+    second = t.track_batch(frames_for([7, 7, 7]), [3, 4, 5])
+    assert first[0][0].track.track_id == second[2][0].track.track_id
+    t.reset()
+    third = t.track_batch(frames_for([7]), [6])
+    assert third[0][0].track.track_id == 0 and not t.lost
+
+
+def test_one_euro_removes_jitter_when_still_and_follows_motion() -> None:
+    rng = np.random.default_rng(1)
+    still = OneEuroFilter(min_cutoff=0.5, beta=1.5)
+    noisy = [np.array([0.0]) + rng.normal(scale=0.01, size=1) for _ in range(200)]
+    out = np.array([still(x, 1 / 25) for x in noisy])
+    assert out[50:].std() < 0.4 * np.std(noisy[50:])
+    moving = OneEuroFilter(min_cutoff=0.5, beta=1.5)
+    ramp = [moving(np.array([0.04 * k]), 1 / 25) for k in range(100)]
+    assert abs(float(ramp[-1][0]) - 0.04 * 99) < 0.15
+
+
+def test_piecewise_affine_maps_reproduce_a_translation() -> None:
+    source = BASE.copy()
+    target = source + np.float32([5.0, 3.0])
+    tri = face_triangles(source)
+    map_x, map_y, coverage = piecewise_affine_maps(target, source, tri, (140, 120))
+    inside = coverage > 0
+    assert inside.sum() > 2000
+    ys, xs = np.nonzero(inside)
+    np.testing.assert_allclose(map_x[inside], xs - 5.0, atol=1e-3)
+    np.testing.assert_allclose(map_y[inside], ys - 3.0, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ((0, 0, 10, 10), (0, 0, 10, 10), 1.0),
+        ((0, 0, 10, 10), (5, 0, 15, 10), 1 / 3),
+        ((0, 0, 10, 10), (20, 20, 30, 30), 0.0),
+    ],
+)
+def test_iou(a: Box, b: Box, expected: float) -> None:
+    assert iou(a, b) == pytest.approx(expected)
+    assert box_of(np.array([a[:2], a[2:]], np.float32)) == a

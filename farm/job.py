@@ -405,6 +405,7 @@ def finish_job(
         "shard_stage_seconds": {k: round(v, 4) for k, v in stage_totals.items()},
         "shard_seconds_total": round(render_s, 4),
         "shard_workers": {r.name: r.worker for r in results if r.worker},
+        "frames_changed": sum(r.frames_changed for r in results),
         "provenance": {
             "watermark_payload": payload_of(plan).hex(),
             "operator_key_id": plan.operator.key_id,

@@ -225,3 +225,105 @@ def test_metrics_are_served(clips: Path, tmp_path: Path) -> None:
     assert f'farm_shards_total{{status="done"}} {float(summary["shards"])}' in body
     assert "farm_shard_seconds_bucket" in body
     assert 'farm_jobs_total{status="succeeded"} 1.0' in body
+
+
+@pytest.fixture(scope="module")
+def identity_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The GRID talker swiz3n, with a consent record signed by the session's operator."""
+    import datetime as dt
+
+    from farm.face.identity import create_identity
+    from farm.models import face_manifest
+    from farm.provenance.consent import create_consent, write_consent
+    from farm.provenance.keys import load_operator
+
+    face = media_path("faces/grid_talker_swiz3n_frontal.png")
+    voice = media_path("audio/grid_swiz3n.wav")
+    root = tmp_path_factory.mktemp("identity")
+    consent = root / "consent.yaml"
+    write_consent(
+        create_consent(
+            subject="GRID talker swiz3n",
+            scope=["face", "voice"],
+            purpose="tests",
+            expires=dt.date(2099, 1, 1),
+            face_files=[face],
+            voice_files=[voice],
+            operator=load_operator(),
+        ),
+        consent,
+    )
+    create_identity([face], consent, root / "pack", face_manifest(None), voices=[voice])
+    return root / "pack"
+
+
+def test_identity_job_swaps_revoices_and_labels(identity_pack: Path, tmp_path: Path) -> None:
+    src = media_path("video/grid_jumpcut_same_speaker_6s.mp4")
+    out = tmp_path / "double.mp4"
+    spec = JobSpec.model_validate(
+        {
+            "input": src,
+            "output": out,
+            "face": {"identity": identity_pack},
+            "voice": {"mode": "vc"},
+        }
+    )
+    summary = run_job(spec)
+    s, o = probe(src), probe(out)
+    _assert_same_timeline(s, o)
+    assert s.audio is not None and o.audio is not None
+    assert o.audio.sample_count == s.audio.sample_count
+    assert summary["frames_changed"] >= 0.9 * summary["frames"], "the talker is swapped"
+    voice = summary["voice"]
+    assert voice["mode"] == "vc" and voice["total_samples"] == s.audio.sample_count
+    assert voice["sentences"], "the speech was re-voiced sentence by sentence"
+    for sentence in voice["sentences"]:
+        assert sentence["in_band"] or sentence["notes"]
+    report = verify_file(out, load_trust())
+    assert report.verdict == "labelled" and report.manifest.trusted
+    assert report.manifest.consent_id == summary["provenance"]["consent_id"] != "none"
+
+
+def test_bad_consent_stops_the_job_before_any_work(identity_pack: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from farm.errors import ConsentError
+    from farm.provenance.keys import init_keys
+
+    src = media_path("video/grid_jumpcut_same_speaker_6s.mp4")
+    # Signed by an operator this farm does not trust.
+    stranger = init_keys(tmp_path / "stranger-home")
+    import datetime as dt
+
+    from farm.provenance.consent import create_consent, write_consent
+
+    pack = tmp_path / "pack"
+    shutil.copytree(identity_pack, pack)
+    consent_file = next((pack / "consent").iterdir())
+    write_consent(
+        create_consent(
+            subject="x",
+            scope=["face"],
+            purpose="t",
+            expires=dt.date(2099, 1, 1),
+            face_files=[media_path("faces/grid_talker_swiz3n_frontal.png")],
+            operator=stranger,
+        ),
+        consent_file,
+    )
+    # Keep the pack itself consistent, so that the signer is what gets refused.
+    import json as _json
+
+    from farm.fsutil import sha256_file
+
+    manifest_path = pack / "identity.json"
+    manifest = _json.loads(manifest_path.read_text())
+    manifest["consent"]["sha256"] = sha256_file(consent_file)
+    manifest_path.write_text(_json.dumps(manifest))
+    out = tmp_path / "out.mp4"
+    spec = JobSpec.model_validate(
+        {"input": src, "output": out, "work_dir": tmp_path / "work", "face": {"identity": pack}}
+    )
+    with pytest.raises(ConsentError, match=r"untrusted|not trusted|unknown"):
+        run_job(spec)
+    assert not out.exists() and not (tmp_path / "work").exists()

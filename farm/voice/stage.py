@@ -53,6 +53,8 @@ from farm.voice.world import profile_from_audio, profile_from_references
 logger = logging.getLogger(__name__)
 
 _SOURCE_PROFILE_MAX_S = 120.0
+PROFILE_MIN_S = 2.0
+"""Shortest total voice reference for a conversion profile (seconds)."""
 
 
 def decide_voice_stage(audio: np.ndarray | None, settings: VoiceSettings) -> StageDecision:
@@ -78,7 +80,11 @@ def prepare_target(settings: VoiceSettings, voice_refs: Sequence[Path]) -> Voice
     """The identity's `VoiceProfile` when the backend converts toward it (vc, espeak), else None."""
     if not needs_target_profile(settings.backend_name()):
         return None
-    return profile_from_references(voice_refs, settings.vc, settings.reference_min_s)
+    # A pitch and formant profile needs a couple of seconds of voiced speech, not the 3 s that a
+    # GPT-SoVITS prompt must have: one short take (a 2.98 s GRID sentence) is enough here.
+    return profile_from_references(
+        voice_refs, settings.vc, min(settings.reference_min_s, PROFILE_MIN_S)
+    )
 
 
 def _sentences_from_cues(

@@ -46,6 +46,19 @@ class VideoWorker:
         cv2.setNumThreads(self.threads)
         self._spec_hash: str | None = None
         self._processors: list[FrameProcessor] = []
+        # Per-node worker metrics go out through Ray's metrics agent on every node (ray_ prefix);
+        # job-level metrics come from the driver's prometheus-client endpoint.
+        from ray.util.metrics import Counter, Histogram
+
+        self._frames = Counter(
+            "farm_worker_frames", "Frames rendered by this worker", tag_keys=("stage",)
+        )
+        self._shard_seconds = Histogram(
+            "farm_worker_shard_seconds",
+            "Shard render time on this worker",
+            boundaries=[0.5, 1, 2, 5, 10, 30, 60, 120, 300],
+            tag_keys=("stage",),
+        )
 
     def _processors_for(self, spec: JobSpec) -> list[FrameProcessor]:
         key = spec.worker_key()
@@ -75,4 +88,6 @@ class VideoWorker:
             inject(spec.chaos, name, done)
 
         result = render_shard(task, processors, on_frames=on_frames)
+        self._frames.inc(result.frames, tags={"stage": "video"})
+        self._shard_seconds.observe(result.seconds, tags={"stage": "video"})
         return dataclasses.replace(result, worker=ray.get_runtime_context().get_node_id())

@@ -33,6 +33,17 @@ def _register_subcommands() -> None:
     app.add_typer(consent_app, name="consent")
     app.command("verify")(verify)
 
+    from cli.cluster import batch, cancel, logs, status, submit
+
+    app.command("batch")(batch)
+    app.command(
+        "submit",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(submit)
+    app.command("status")(status)
+    app.command("logs")(logs)
+    app.command("cancel")(cancel)
+
 
 _register_subcommands()
 

@@ -7,7 +7,9 @@ appears only when complete (tmp name, fsync, rename), so a rerun can skip it.
 from __future__ import annotations
 
 import logging
+import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -92,7 +94,12 @@ def render_shard(
     started = time.perf_counter()
     clock = StageClock()
     task.out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = task.out_path.with_name(f".{task.out_path.stem}.tmp.mkv")
+    # A name of its own per attempt: a zombie worker of a killed run may still be writing the
+    # same shard, and two writers must never share a file. The rename is atomic; either
+    # complete copy may win, and both hold the same frames.
+    tmp = task.out_path.with_name(
+        f".{task.out_path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.mkv"
+    )
     context = ShardContext(
         job_id=task.job_id,
         shard_index=shard.index,

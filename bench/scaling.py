@@ -1,0 +1,81 @@
+"""Makespan of a job on a simulated multi-node cluster against the ideal schedule.
+
+    .venv/bin/python -m bench.scaling [--nodes 2] [--seconds 30]
+
+Builds a `ray.cluster_utils.Cluster` (a head plus N nodes, one fake GPU each), runs a passthrough
+job with one GPU per worker, and prints:
+
+* makespan: wall time of the render stage (first shard submitted to last shard done);
+* ideal: total shard work (the sum of each shard's own render time) / workers;
+* ratio makespan / ideal (goal <= 1.25) and the scheduling overhead per shard.
+
+All nodes share this machine's cores, so absolute times mean little; the ratio is the point.
+A benchmark, never a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+from actors.orchestrator import run_job
+from farm.media.ffmpeg import ffmpeg_binary, run_ffmpeg
+from farm.spec import JobSpec
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--shard-seconds", type=float, default=2.0)
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="farm-scaling-") as tmp_name:
+        tmp = Path(tmp_name)
+        source = tmp / "source.mp4"
+        run_ffmpeg([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+                    "-i", f"testsrc2=size=640x360:rate=25:duration={args.seconds}",
+                    "-c:v", "libx264", "-preset", "ultrafast", str(source)])
+        cluster = Cluster(initialize_head=True,
+                          head_node_args={"num_cpus": 0, "include_dashboard": False})
+        for _ in range(args.nodes):
+            cluster.add_node(num_cpus=1, num_gpus=1)
+        ray.init(address=cluster.address, logging_level="ERROR")
+        cluster.wait_for_nodes()
+        try:
+            spec = JobSpec.model_validate({
+                "input": source, "output": tmp / "out.mp4", "passthrough": True,
+                "video": {"max_shard_s": args.shard_seconds, "min_shard_s": 0.5},
+                "cluster": {"gpus_per_worker": 1, "max_inflight_per_worker": 2},
+            })
+            summary = run_job(spec)
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+    workers = min(args.nodes, summary["shards"])
+    makespan = summary["stage_seconds"]["render_s"]
+    work = summary["shard_seconds_total"]
+    ideal = work / workers
+    report = {
+        "nodes": args.nodes,
+        "workers": workers,
+        "shards": summary["shards"],
+        "nodes_used": len(set(summary["shard_workers"].values())),
+        "total_shard_work_s": round(work, 2),
+        "ideal_s": round(ideal, 2),
+        "makespan_s": round(makespan, 2),
+        "makespan_over_ideal": round(makespan / ideal, 3),
+        "overhead_per_shard_s": round((makespan * workers - work) / summary["shards"], 3),
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -16,6 +16,7 @@ A benchmark, never a test.
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import tempfile
 from pathlib import Path
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                           head_node_args={"num_cpus": 0, "include_dashboard": False})
         for _ in range(args.nodes):
             cluster.add_node(num_cpus=1, num_gpus=1)
-        ray.init(address=cluster.address, logging_level="ERROR")
+        ray.init(address=cluster.address, logging_level=logging.ERROR)
         cluster.wait_for_nodes()
         try:
             spec = JobSpec.model_validate({

@@ -16,8 +16,8 @@ A benchmark, never a test.
 from __future__ import annotations
 
 import argparse
-import logging
 import json
+import logging
 import tempfile
 from pathlib import Path
 

@@ -45,47 +45,35 @@ def run_batch(
     # Each running job gets its share of the workers, so no job waits on another's actors.
     share = max(1, math.floor(cpus / max(1, concurrency)))
 
-    def one(entry: BatchEntry) -> BatchResult:
-        started = time.perf_counter()
+    def attempt(entry: BatchEntry) -> tuple[str | None, str | None]:
+        """(job id, None) on success, (None, one-line reason) on failure."""
         if entry.spec is None:
-            return BatchResult(
-                entry.name, entry.input, entry.output, "failed", 0.0, error=entry.error
-            )
+            return None, entry.error
         spec = entry.spec
         if spec.cluster.video_workers is None:
-            spec = spec.model_copy(
-                update={"cluster": spec.cluster.model_copy(update={"video_workers": share})}
-            )
+            cluster = spec.cluster.model_copy(update={"video_workers": share})
+            spec = spec.model_copy(update={"cluster": cluster})
         try:
             summary: dict[str, Any] = run_job(spec, metrics=metrics)
         except FarmError as exc:
-            result = BatchResult(
-                entry.name,
-                entry.input,
-                entry.output,
-                "failed",
-                time.perf_counter() - started,
-                error=exc.one_line(),
-            )
+            return None, exc.one_line()
         except Exception as exc:  # one job's bug must not end the batch
             log.exception("%s failed", entry.name)
-            result = BatchResult(
-                entry.name,
-                entry.input,
-                entry.output,
-                "failed",
-                time.perf_counter() - started,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-        else:
-            result = BatchResult(
-                entry.name,
-                entry.input,
-                entry.output,
-                "succeeded",
-                time.perf_counter() - started,
-                job_id=summary["job_id"],
-            )
+            return None, f"{type(exc).__name__}: {exc}"
+        return str(summary["job_id"]), None
+
+    def one(entry: BatchEntry) -> BatchResult:
+        started = time.perf_counter()
+        job_id, error = attempt(entry)
+        result = BatchResult(
+            entry.name,
+            entry.input,
+            entry.output,
+            "failed" if error else "succeeded",
+            time.perf_counter() - started,
+            job_id=job_id,
+            error=error,
+        )
         if on_result is not None:
             on_result(result)
         return result

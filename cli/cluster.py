@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,6 +85,15 @@ def _client(address: str) -> Any:
         raise FarmError(f"cannot reach the Ray Jobs API at {address}: {exc}") from None
 
 
+def _job_call(address: str, job_id: str, call: Callable[[Any], Any]) -> Any:
+    """One Jobs API call about ``job_id``; any failure becomes one clear line."""
+    client = _client(address)
+    try:
+        return call(client)
+    except Exception as exc:
+        raise FarmError(f"no job {job_id} at {address}: {exc}") from None
+
+
 def submit_entrypoint(farm_args: list[str]) -> str:
     """The command a Ray Job runs on the head: this CLI, joined to the job's own cluster."""
     if not farm_args or farm_args[0] not in {"run", "batch", "resume"}:
@@ -118,12 +128,7 @@ def status(
     address: Annotated[str, typer.Option(help="Ray dashboard, e.g. http://HEAD:8265")],
 ) -> None:
     """Print a submitted job's status (PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED)."""
-    try:
-        print(_client(address).get_job_status(job_id).value)
-    except FarmError:
-        raise
-    except Exception as exc:
-        raise FarmError(f"no job {job_id} at {address}: {exc}") from None
+    print(_job_call(address, job_id, lambda c: c.get_job_status(job_id).value))
 
 
 def logs(
@@ -131,12 +136,7 @@ def logs(
     address: Annotated[str, typer.Option(help="Ray dashboard, e.g. http://HEAD:8265")],
 ) -> None:
     """Print a submitted job's log."""
-    try:
-        sys.stdout.write(_client(address).get_job_logs(job_id))
-    except FarmError:
-        raise
-    except Exception as exc:
-        raise FarmError(f"no job {job_id} at {address}: {exc}") from None
+    sys.stdout.write(_job_call(address, job_id, lambda c: c.get_job_logs(job_id)))
 
 
 def cancel(
@@ -144,10 +144,5 @@ def cancel(
     address: Annotated[str, typer.Option(help="Ray dashboard, e.g. http://HEAD:8265")],
 ) -> None:
     """Stop a submitted job (finished shards stay in its work directory)."""
-    try:
-        stopped = _client(address).stop_job(job_id)
-    except FarmError:
-        raise
-    except Exception as exc:
-        raise FarmError(f"no job {job_id} at {address}: {exc}") from None
+    stopped = _job_call(address, job_id, lambda c: c.stop_job(job_id))
     print("stopping" if stopped else "already finished")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,18 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 MEDIA = SHARED / "media"
+
+
+def farm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the `farm` command line in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def media_path(relative: str) -> Path:

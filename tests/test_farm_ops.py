@@ -18,19 +18,7 @@ from cli.cluster import submit_entrypoint
 from farm.batch import glob_entries, read_manifest
 from farm.errors import SpecError
 from tests.clips import ClipRecipe, make_clip
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def farm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from tests.conftest import REPO, farm
 
 
 def _packets(path: Path) -> list[bytes]:
@@ -202,8 +190,11 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> str:
         cwd=REPO,
         # Job drivers run `python -m cli.main`: this venv's python must come first on PATH.
         # A loopback-only test head without token auth (clients then need no token file).
-        env={**os.environ, "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ['PATH']}",
-             "RAY_AUTH_MODE": "disabled"},
+        env={
+            **os.environ,
+            "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ['PATH']}",
+            "RAY_AUTH_MODE": "disabled",
+        },
     )
     assert started.returncode == 0, started.stderr[-2000:]
     address = f"http://127.0.0.1:{dashboard}"

@@ -19,7 +19,8 @@ from farm.chaos import ChaosSettings
 from farm.spec import JobSpec
 from tests.clips import ClipRecipe, make_clip
 
-pytestmark = pytest.mark.ray
+# A fault test that wedges must fail fast, not eat the CI budget.
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
 CLIP = ClipRecipe("faults", fps="25", seconds=8.0, size="320x240", scene_seconds=None)
 

@@ -100,17 +100,16 @@ def test_vc_output_keeps_rate_channels_and_exact_length(rate: int, channels: int
         np.testing.assert_array_equal(out[:, 0], out[:, 1])
 
 
-def test_vc_reference_shorter_than_3_s_is_a_clear_error() -> None:
+def test_vc_reference_too_short_for_a_profile_is_a_clear_error(tmp_path: Path) -> None:
+    """A conversion profile needs 2 s of reference (a GPT-SoVITS prompt needs 3 s)."""
+    import soundfile as sf
+
     audio, rate = load_mono("audio/grid_swiz3n.wav")
-    with pytest.raises(MediaError, match=r"2\.98 s of audio, need at least 3\.0 s"):
-        revoice(
-            audio,
-            rate,
-            VoiceSettings(mode="vc"),
-            [media_path("audio/grid_bbaf2n.wav")],
-            audio.size,
-            1,
-        )
+    ref, ref_rate = load_mono("audio/grid_bbaf2n.wav")
+    short = tmp_path / "short.wav"
+    sf.write(str(short), ref[: int(1.5 * ref_rate)], ref_rate)
+    with pytest.raises(MediaError, match=r"1\.50 s of audio, need at least 2\.0 s"):
+        revoice(audio, rate, VoiceSettings(mode="vc"), [short], audio.size, 1)
 
 
 def test_vc_reference_without_voice_is_a_clear_error(tmp_path: Path) -> None:

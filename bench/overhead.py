@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import use_bench_operator
 from farm.media.ffmpeg import ffmpeg_binary, run_ffmpeg
 
 
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="farm-bench-") as tmp_name:
         tmp = Path(tmp_name)
+        use_bench_operator(tmp / "farm-home")
         source = tmp / "source.mp4"
         make_source(source, args.seconds, args.size)
 

@@ -25,6 +25,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from actors.orchestrator import run_job
+from bench.common import use_bench_operator
 from farm.media.ffmpeg import ffmpeg_binary, run_ffmpeg
 from farm.spec import JobSpec
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="farm-scaling-") as tmp_name:
         tmp = Path(tmp_name)
+        use_bench_operator(tmp / "farm-home")
         source = tmp / "source.mp4"
         run_ffmpeg([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
                     "-i", f"testsrc2=size=640x360:rate=25:duration={args.seconds}",

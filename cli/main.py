@@ -48,12 +48,6 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
-def _fail(message: str) -> None:
-    """One line on stderr and a non-zero exit."""
-    print(f"farm: error: {' '.join(message.split())}", file=sys.stderr)
-    raise typer.Exit(EXIT_FAILED)
-
-
 def _execute(spec: JobSpec, *, as_json: bool, num_cpus: int | None) -> None:
     from farm.job import check_output_writable
     from farm.media.probe import probe

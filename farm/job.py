@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from farm.errors import FarmError, MediaError, SpecError
+from farm.errors import MediaError, SpecError
 from farm.fsutil import commit_file, sha256_file, write_json_atomic
 from farm.media.audio import RawAudio, decode_audio, write_raw_pcm
 from farm.media.codecs import final_encoder, joins_by_copy, shard_encoder
@@ -77,11 +78,11 @@ def check_output_writable(output: Path) -> None:
     parent = output.parent if str(output.parent) else Path(".")
     if not parent.is_dir():
         raise SpecError(f"output directory {parent} does not exist; create it first")
-    probe_file = parent / f".farm-write-test-{os.getpid()}"
     try:
-        # Try for real: permission bits do not tell root about read-only mounts.
-        probe_file.touch()
-        probe_file.unlink()
+        # Try for real: permission bits do not tell root about read-only mounts. A unique name,
+        # since jobs of one batch check the same folder at the same time.
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".farm-write-test-"):
+            pass
     except OSError as exc:
         raise SpecError(f"output directory {parent} is not writable ({exc.strerror})") from None
     if output.exists() and output.is_dir():
@@ -420,27 +421,3 @@ def finish_job(
     if not plan.keep_work_dir:
         shutil.rmtree(plan.work_dir, ignore_errors=True)
     return summary
-
-
-def run_in_process(spec: JobSpec) -> dict[str, Any]:
-    """The whole job in this process, shard after shard (tests, benchmarks' baseline loop)."""
-    from farm.processing import build_processors
-    from farm.render import render_shard
-
-    plan = prepare_job(spec, worker_threads=max(1, os.cpu_count() or 1))
-    processors = build_processors(plan.spec)
-    results: list[ShardResult] = []
-    t0 = time.perf_counter()
-    try:
-        for shard in pending_shards(plan):
-            result = render_shard(shard_task(plan, shard), processors)
-            record_shard(plan, result)
-            results.append(result)
-    finally:
-        for processor in processors:
-            processor.close()
-    plan.timings["render_s"] = time.perf_counter() - t0
-    try:
-        return finish_job(plan, results)
-    except FarmError:
-        raise

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import cast
 
@@ -170,7 +169,3 @@ def join_by_encode(
             output.mux(packet)
         written = index
     return written
-
-
-def expected_duration(video: VideoInfo) -> Fraction:
-    return video.duration_s

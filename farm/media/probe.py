@@ -18,17 +18,6 @@ import av.error
 
 from farm.errors import ProbeError
 
-# FFmpeg's AVColor* enum values we name in reports (the numbers are what we copy to the output).
-_COLOR_SPACE_NAMES = {
-    0: "rgb",
-    1: "bt709",
-    2: "unknown",
-    5: "bt470bg",
-    6: "smpte170m",
-    9: "bt2020nc",
-}
-_COLOR_RANGE_NAMES = {0: "unknown", 1: "tv", 2: "pc"}
-
 
 @dataclass(frozen=True)
 class ColorTags:
@@ -38,14 +27,6 @@ class ColorTags:
     space: int
     primaries: int
     transfer: int
-
-    @property
-    def space_name(self) -> str:
-        return _COLOR_SPACE_NAMES.get(self.space, str(self.space))
-
-    @property
-    def range_name(self) -> str:
-        return _COLOR_RANGE_NAMES.get(self.range, str(self.range))
 
 
 @dataclass(frozen=True)
@@ -80,9 +61,6 @@ class VideoInfo:
         if len(pts) >= 2:
             return pts[-1] + (pts[-1] - pts[-2])
         return pts[-1] + max(1, round(1 / (self.fps * self.time_base)))
-
-    def frame_time_s(self, index: int) -> Fraction:
-        return (self.frame_pts[index] - self.frame_pts[0]) * self.time_base
 
 
 @dataclass(frozen=True)

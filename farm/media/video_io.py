@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -275,13 +275,3 @@ def count_packets(path: Path) -> int:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         return sum(1 for p in container.demux(stream) if p.size > 0)
-
-
-def encoder_settings_summary(settings: EncoderSettings) -> Mapping[str, object]:
-    return {
-        "codec": settings.codec,
-        "pix_fmt": settings.pix_fmt,
-        "width": settings.width,
-        "height": settings.height,
-        "options": dict(settings.options),
-    }

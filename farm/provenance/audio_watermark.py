@@ -161,7 +161,12 @@ def detect_audio_watermark(
     if len(audio) < nfft + 2 * hop:
         return _empty_reading(expected)
     freqs, times, spectrum = signal.stft(
-        audio, fs=sample_rate, window="hann", nperseg=nfft, noverlap=nfft - hop, boundary=None,
+        audio,
+        fs=sample_rate,
+        window="hann",
+        nperseg=nfft,
+        noverlap=nfft - hop,
+        boundary=None,
         padded=False,
     )
     power = (np.abs(spectrum) ** 2).T  # (windows, bins)
@@ -194,7 +199,11 @@ def detect_audio_watermark(
             decoded = decode_codeword(candidate)
             if decoded is not None:
                 bits, soft, wave, wave_sign, payload = (
-                    candidate, candidate_soft, candidate_wave, sign, decoded,
+                    candidate,
+                    candidate_soft,
+                    candidate_wave,
+                    sign,
+                    decoded,
                 )
                 break
         if payload is not None:

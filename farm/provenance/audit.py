@@ -133,9 +133,16 @@ class AuditLog:
         ).fetchall()
         return [
             AuditEntry(
-                seq=r[0], recorded_at=r[1], job_id=r[2], identity=r[3], consent_id=r[4],
-                operator_key_id=r[5], input_sha256=json.loads(r[6]),
-                output_sha256=json.loads(r[7]), prev_hash=r[8], entry_hash=r[9],
+                seq=r[0],
+                recorded_at=r[1],
+                job_id=r[2],
+                identity=r[3],
+                consent_id=r[4],
+                operator_key_id=r[5],
+                input_sha256=json.loads(r[6]),
+                output_sha256=json.loads(r[7]),
+                prev_hash=r[8],
+                entry_hash=r[9],
             )
             for r in rows
         ]
@@ -145,8 +152,12 @@ class AuditLog:
         prev_hash = GENESIS
         for entry in self.entries():
             fields = [
-                entry.recorded_at, entry.job_id, entry.identity, entry.consent_id,
-                entry.operator_key_id, json.dumps(entry.input_sha256, sort_keys=True),
+                entry.recorded_at,
+                entry.job_id,
+                entry.identity,
+                entry.consent_id,
+                entry.operator_key_id,
+                json.dumps(entry.input_sha256, sort_keys=True),
                 json.dumps(entry.output_sha256, sort_keys=True),
             ]
             if entry.prev_hash != prev_hash or _entry_hash(prev_hash, fields) != entry.entry_hash:

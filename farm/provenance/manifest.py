@@ -56,9 +56,10 @@ def metadata_tags(job_id: str, consent_id: str, key_id: str) -> dict[str, str]:
 
 def _remux_with_tags(src: Path, dst: Path, tags: Mapping[str, str]) -> None:
     """Stream-copy every stream of `src` into `dst` with container metadata `tags`."""
-    with av.open(str(src)) as source, av.open(
-        str(dst), "w", format="mp4", options={"movflags": "use_metadata_tags"}
-    ) as target:
+    with (
+        av.open(str(src)) as source,
+        av.open(str(dst), "w", format="mp4", options={"movflags": "use_metadata_tags"}) as target,
+    ):
         target.metadata.update(dict(source.metadata))
         target.metadata.update(dict(tags))
         mapping = {}
@@ -202,9 +203,11 @@ def read_manifest(path: Path, trust: TrustList) -> ManifestReading:
     """Read and validate the C2PA manifest of `path` against the trust list."""
     mime = MIME_BY_SUFFIX.get(path.suffix.lower(), "video/mp4")
     try:
-        with _context(trust) as context, path.open("rb") as stream, c2pa.Reader(
-            mime, stream, None, context
-        ) as reader:
+        with (
+            _context(trust) as context,
+            path.open("rb") as stream,
+            c2pa.Reader(mime, stream, None, context) as reader,
+        ):
             store = json.loads(reader.json())
     except c2pa.C2paError as exc:
         text = str(exc)

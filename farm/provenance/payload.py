@@ -110,9 +110,7 @@ def viterbi_decode(soft: np.ndarray, info_bits: int) -> np.ndarray:
     # The two predecessors of each next state, and the code bits of each transition.
     prev = np.stack([((nxt << 1) & (_STATES - 1)), ((nxt << 1) & (_STATES - 1)) | 1])
     registers = (bit_in << (_K - 1)) | prev
-    parities = [
-        [[_parity(int(r) & g) for r in row] for row in registers] for g in _GENERATORS
-    ]
+    parities = [[[_parity(int(r) & g) for r in row] for row in registers] for g in _GENERATORS]
     signs = 1.0 - 2.0 * np.array(parities, dtype=np.float64)  # (outputs, predecessors, states)
     metric = np.full(_STATES, -np.inf)
     metric[0] = 0.0

@@ -327,3 +327,17 @@ def test_bad_consent_stops_the_job_before_any_work(identity_pack: Path, tmp_path
     with pytest.raises(ConsentError, match=r"untrusted|not trusted|unknown"):
         run_job(spec)
     assert not out.exists() and not (tmp_path / "work").exists()
+
+
+def test_revoicing_a_video_without_audio_still_renders_it(
+    identity_pack: Path, clips: Path, tmp_path: Path
+) -> None:
+    src = make_clip(RECIPES["noaudio"], clips)
+    out = tmp_path / "silent.mp4"
+    spec = JobSpec.model_validate(
+        {"input": src, "output": out, "face": {"identity": identity_pack}, "voice": {"mode": "vc"}}
+    )
+    summary = run_job(spec)
+    assert out.exists() and probe(out).audio is None
+    assert summary["voice"]["skipped"] is True
+    assert any("no audio stream" in w for w in summary["warnings"])

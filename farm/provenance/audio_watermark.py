@@ -27,6 +27,7 @@ from scipy import ndimage, signal
 
 from farm.provenance.payload import (
     CODE_BITS,
+    codeword_accuracy,
     convolutional_encode,
     decode_codeword,
     encode_codeword,
@@ -213,12 +214,7 @@ def detect_audio_watermark(
     mass = float(np.abs(soft).sum())
     coherence = float(np.sum(wave_sign * soft * channel) / mass) if mass > 0 else 0.0
     found = payload is not None and coherence >= COHERENCE_MIN
-    if expected is not None:
-        reference = encode_codeword(expected)
-        accuracy: float | None = float(np.mean(bits == reference))
-    else:
-        reference = bits
-        accuracy = 1.0 if found else None
+    reference, accuracy = codeword_accuracy(bits, expected, found)
     # Lone decodes of each flip period (raw channel bits, before the code), `frame_bit_accuracy`.
     reference_channel = convolutional_encode(reference)
     period_of = np.floor((times[loud] - times[loud][0]) / FLIP_PERIOD_S).astype(np.int64)

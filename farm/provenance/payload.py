@@ -127,3 +127,17 @@ def viterbi_decode(soft: np.ndarray, info_bits: int) -> np.ndarray:
         decoded[step] = state >> (_K - 2)
         state = int(prev[choices[step, state], state])
     return decoded[:info_bits]
+
+
+def codeword_accuracy(
+    bits: np.ndarray, expected: bytes | None, found: bool
+) -> tuple[np.ndarray, float | None]:
+    """The codeword to score against and the share of decoded bits that match it.
+
+    Against ``expected`` when the caller knows the payload; otherwise the decoded bits vouch for
+    themselves (1.0) when the CRC held, and there is nothing to score when it did not.
+    """
+    if expected is not None:
+        reference = encode_codeword(expected)
+        return reference, float(np.mean(bits == reference))
+    return bits, (1.0 if found else None)

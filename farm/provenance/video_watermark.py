@@ -30,7 +30,13 @@ import cv2
 import numpy as np
 
 from farm.errors import SpecError
-from farm.provenance.payload import CODE_BITS, decode_codeword, encode_codeword, parse_payload_hex
+from farm.provenance.payload import (
+    CODE_BITS,
+    codeword_accuracy,
+    decode_codeword,
+    encode_codeword,
+    parse_payload_hex,
+)
 
 if TYPE_CHECKING:
     from farm.processing import Frame, ShardContext
@@ -304,12 +310,7 @@ def _reading(
     mass = float(np.abs(votes).sum())
     coherence = float(np.abs(sums).sum() / mass) if mass > 0 else 0.0
     found = payload is not None and coherence >= COHERENCE_MIN and bool(unit_sums)
-    if expected is not None:
-        reference = encode_codeword(expected)
-        accuracy: float | None = float(np.mean(bits == reference))
-    else:
-        reference = bits
-        accuracy = 1.0 if found else None
+    reference, accuracy = codeword_accuracy(bits, expected, found)
     frame_accuracy = (
         float(np.mean([np.mean(((s * unit_turn).real < 0) == reference) for s in unit_sums]))
         if unit_sums and (found or expected is not None)

@@ -60,6 +60,8 @@ class JobProgress:
             )
         elif kind == "progress":
             for name, frames in event["active"].items():
+                if self._finished(name):
+                    continue  # the board still lists it until the worker's next reset
                 if name not in self.shard_tasks and name in self.shard_frames:
                     self.shard_tasks[name] = self.progress.add_task(
                         f"  shard {name}", total=self.shard_frames[name]

@@ -82,7 +82,7 @@ def _execute(spec: JobSpec, *, as_json: bool, num_cpus: int | None) -> None:
 @app.command()
 def run(
     input: Annotated[Path, typer.Argument(help="source video")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="output video (.mp4/.mov/.mkv)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="output video (.mp4 or .mov)")],
     passthrough: Annotated[bool, typer.Option(help="copy frames unchanged (no face swap)")] = False,
     identity: Annotated[
         Path | None, typer.Option(help="identity pack directory (farm identity create)")
@@ -93,7 +93,7 @@ def run(
         Path | None, typer.Option(help="keep intermediates and the ledger here (resumable)")
     ] = None,
     intermediate: Annotated[str, typer.Option(help="fast | lossless shard encoding")] = "fast",
-    codec: Annotated[str, typer.Option(help="final video codec: h264 | hevc | ffv1")] = "h264",
+    codec: Annotated[str, typer.Option(help="final video codec: h264 | hevc")] = "h264",
     crf: Annotated[int, typer.Option(help="final quality, 0 = lossless")] = 18,
     preset: Annotated[str, typer.Option(help="x264/x265 preset")] = "veryfast",
     max_shard_seconds: Annotated[float, typer.Option(help="longest shard")] = 10.0,

@@ -141,7 +141,6 @@ def join_by_encode(
     out_path: Path,
 ) -> int:
     """Decode lossless shards in order and encode the output once, with the source's timestamps."""
-    written = 0
     with av.open(str(out_path), mode="w", format="mp4") as output:
         rate = video.fps.limit_denominator(1_000_000)
         stream = cast(av.VideoStream, output.add_stream(final.codec, rate=rate))
@@ -167,5 +166,4 @@ def join_by_encode(
                 raise FrameCountMismatch(f"shard {shard.name}", shard.frames, index - shard.start)
         for packet in stream.encode(None):
             output.mux(packet)
-        written = index
-    return written
+    return index

@@ -24,6 +24,16 @@ class RawAudio:
     samples: int
 
 
+def as_2d(audio: np.ndarray) -> np.ndarray:
+    """Audio as float32 (samples, channels); a 1-D array is one channel."""
+    arr = np.asarray(audio, dtype=np.float32)
+    if arr.ndim == 1:
+        return arr[:, None]
+    if arr.ndim != 2:
+        raise MediaError(f"audio must be (samples, channels), got an array of shape {arr.shape}")
+    return arr
+
+
 def decode_audio(path: Path, audio: AudioInfo) -> np.ndarray:
     """Decode the first audio stream to float32 ``(samples, channels)``, exactly as probed."""
     chunks: list[np.ndarray] = []

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, signal
 
+from farm.media.audio import as_2d
 from farm.provenance.payload import (
     CODE_BITS,
     codeword_accuracy,
@@ -100,20 +101,11 @@ def _flip_wave(t_s: np.ndarray, phase_s: float = 0.0) -> np.ndarray:
     return np.asarray(np.clip(slope * np.sin(2.0 * np.pi * (t_s - phase_s) / FLIP_PERIOD_S), -1, 1))
 
 
-def _as_2d(samples: np.ndarray) -> np.ndarray:
-    array = np.asarray(samples, dtype=np.float32)
-    if array.ndim == 1:
-        return array[:, None]
-    if array.ndim != 2:
-        raise ValueError(f"expected audio shaped (samples, channels), got {array.shape}")
-    return array
-
-
 def embed_audio_watermark(
     samples: np.ndarray, sample_rate: int, payload: bytes, *, gain: float = GAIN
 ) -> np.ndarray:
     """Watermark float32 audio shaped (samples, channels) or (samples,); returns the same shape."""
-    audio = _as_2d(samples)
+    audio = as_2d(samples)
     chips = _chips(sample_rate)
     bits = convolutional_encode(encode_codeword(payload)).astype(np.float64)
     chip_gain = gain * chips.sign * (1.0 - 2.0 * bits[chips.bit])
@@ -156,7 +148,7 @@ def detect_audio_watermark(
 
     Needs at least a few flip periods (a 5 s excerpt is plenty).
     """
-    audio = _as_2d(samples).astype(np.float64).mean(axis=1)
+    audio = as_2d(samples).astype(np.float64).mean(axis=1)
     chips = _chips(sample_rate)
     nfft, hop = _analysis(sample_rate)
     if len(audio) < nfft + 2 * hop:

@@ -10,20 +10,11 @@ import soundfile as sf
 import soxr
 
 from farm.errors import MediaError
+from farm.media.audio import as_2d
 
 # Channel layouts with a front-centre (dialogue) channel at index 2: 5.1 (6) and 7.1 (8).
 _CENTRE_LAYOUTS = (6, 8)
 _CENTRE_INDEX = 2
-
-
-def as_2d(audio: np.ndarray) -> np.ndarray:
-    """Audio as float32 (samples, channels); a 1-D array is one channel."""
-    arr = np.asarray(audio, dtype=np.float32)
-    if arr.ndim == 1:
-        return arr[:, None]
-    if arr.ndim != 2:
-        raise MediaError(f"audio must be (samples, channels), got an array of shape {arr.shape}")
-    return arr
 
 
 def speech_mixdown(audio: np.ndarray) -> np.ndarray:

@@ -224,13 +224,17 @@ class ClassicSwapper:
     def _recoloured(self, source: PreparedSource, target: ColourStats) -> np.ndarray:
         """The source crop colour-matched to ``target``; recomputed only when the match moves.
 
-        Statistics are rounded to whole levels, so a slowly drifting (smoothed) target reuses the
-        last few results instead of converting the crop to LAB and back every frame.
+        Statistics are rounded to whole levels and the match is made from the *rounded* values,
+        so a slowly drifting (smoothed) target reuses the last few results instead of converting
+        the crop to LAB and back every frame, and a cached crop is exactly what a fresh
+        computation gives: the output never depends on which frames (or shards) came before.
         """
-        key = (id(source), *np.round(np.concatenate(target)).astype(int).tolist())
+        levels = np.round(np.concatenate(target))
+        key = (id(source), *levels.astype(int).tolist())
         image = self._colour_cache.get(key)
         if image is None:
-            image = self._match_colour(source.face.image, source.colour, target)
+            rounded = (levels[: target[0].size], levels[target[0].size :])
+            image = self._match_colour(source.face.image, source.colour, rounded)
             if len(self._colour_cache) >= COLOUR_CACHE_SIZE:
                 self._colour_cache.pop(next(iter(self._colour_cache)))
             self._colour_cache[key] = image

@@ -58,7 +58,7 @@ class DlibFaceStack:
             image = cv2.resize(
                 gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA
             )
-        rects = self._detector(image, upsample)
+        rects = self._detector(np.ascontiguousarray(image), upsample)
         boxes = [
             (r.left() / scale, r.top() / scale, (r.right() + 1) / scale, (r.bottom() + 1) / scale)
             for r in rects
@@ -75,7 +75,10 @@ class DlibFaceStack:
         x0, y0, x1, y1 = expand_box(box, margin, width, height)
         if x1 - x0 < 16 or y1 - y0 < 16:
             return None
-        crop = gray[y0:y1, x0:x1]
+        # dlib reads a 2-D uint8 array as one contiguous block: a window *view* of the frame
+        # would be read with the frame's rows running on, past its end (found nothing, or found
+        # faces at random). Copy it, as the resized window is already.
+        crop = np.ascontiguousarray(gray[y0:y1, x0:x1])
         face_w = max(box[2] - box[0], 1.0)
         scale = min(1.0, 100.0 / face_w) if face_w > 100 else max(1.0, 90.0 / face_w)
         if scale != 1.0:
@@ -106,7 +109,7 @@ class DlibFaceStack:
         rect = self._dlib.rectangle(
             round(box[0]), round(box[1]), round(box[2]) - 1, round(box[3]) - 1
         )
-        shape = self._predictor(gray, rect)
+        shape = self._predictor(np.ascontiguousarray(gray), rect)
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
     def descriptor(self, rgb: np.ndarray, landmarks: Landmarks) -> np.ndarray:

@@ -145,3 +145,20 @@ def test_piecewise_affine_maps_reproduce_a_translation() -> None:
 def test_iou(a: Box, b: Box, expected: float) -> None:
     assert iou(a, b) == pytest.approx(expected)
     assert box_of(np.array([a[:2], a[2:]], np.float32)) == a
+
+
+def test_re_detection_near_the_frame_edge_reads_only_its_window(stack: DlibFaceStack) -> None:
+    """The window around a face at the bottom of the frame is a view whose rows, read as one
+    block, run past the frame's end: dlib must get a copy (it once found nothing, or at random)."""
+    from tests.face.conftest import decode
+
+    frame = decode("video/grid_hardcuts_4_speakers_12s.mp4", 130, 131)[0]
+    (found,) = stack.detect(np.ascontiguousarray(frame[:, :, 1]))
+    # A tracked box 90-100 px wide is searched in its window without rescaling (the path at
+    # fault), and the frame is cut off just below the chin, so the window is clipped there.
+    cx, cy = (found[0] + found[2]) / 2, (found[1] + found[3]) / 2
+    box = (cx - 47.5, cy - 47.5, cx + 47.5, cy + 47.5)
+    gray = np.ascontiguousarray(frame[: round(found[3]) + 8, :, 1])
+    again = [stack.detect_near(gray, box) for _ in range(5)]
+    assert again[0] is not None and iou(again[0], found) > 0.5, again
+    assert all(f == again[0] for f in again)

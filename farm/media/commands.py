@@ -7,17 +7,44 @@ from pathlib import Path
 
 import ffmpeg
 
+from farm.errors import SpecError
 from farm.media.audio import RawAudio
+from farm.media.ffmpeg import Capability
 from farm.media.probe import ColorTags
 
-AUDIO_ENCODERS = {"aac": "aac", "opus": "libopus", "flac": "flac"}
+AUDIO_ENCODERS: dict[str, Capability] = {"aac": "aac", "opus": "libopus", "flac": "flac"}
 CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov"}
+MOVFLAGS_CONTAINERS = frozenset({"mp4", "mov"})
+"""Containers whose mux gets ``-movflags +faststart+use_metadata_tags``."""
 
 
 def _layout_option(channels: int, layout: str) -> str:
     if layout:
         return layout
     return {1: "mono", 2: "stereo", 6: "5.1"}.get(channels, f"{channels}c")
+
+
+def mux_capabilities(
+    *, rotation: int, audio_codec: str | None, container: str | None = None
+) -> frozenset[Capability]:
+    """What the ffmpeg running `mux_argv` for this job must be able to do.
+
+    Resolve the binary with these (``select_ffmpeg(mux_capabilities(...))``) before the render,
+    so an ffmpeg that cannot mux the result is never picked (Debian 12's 5.1 has no
+    ``-display_rotation``). ``audio_codec`` is None when there is no audio; ``container``, when
+    given, adds what its muxer flags need.
+    """
+    needs: set[Capability] = set()
+    if rotation:
+        needs.add("display_rotation")
+    if audio_codec is not None:
+        if audio_codec not in AUDIO_ENCODERS:
+            raise SpecError(f"audio codec {audio_codec!r} is not one of {sorted(AUDIO_ENCODERS)}")
+        # The audio timeline is read as raw f32le, then encoded once.
+        needs.update(("f32le", AUDIO_ENCODERS[audio_codec]))
+    if container in MOVFLAGS_CONTAINERS:
+        needs.add("use_metadata_tags")
+    return frozenset(needs)
 
 
 def mux_argv(
@@ -66,7 +93,7 @@ def mux_argv(
         ):
             if tag != unknown:
                 out_kwargs[option] = tag
-    if container in {"mp4", "mov"}:
+    if container in MOVFLAGS_CONTAINERS:
         out_kwargs["movflags"] = "+faststart+use_metadata_tags"
     for i, (key, value) in enumerate(sorted((metadata or {}).items())):
         out_kwargs[f"metadata:g:{i}"] = f"{key}={value}"

@@ -1,23 +1,23 @@
-"""Many jobs on one cluster under a concurrency limit; a failed job never stops the others."""
+"""Many jobs on one cluster under a concurrency limit; a failed job never stops the others.
+
+Each job is its own job actor; they lease workers from the same fleet, so the batch's later jobs
+get workers whose models are already loaded.
+"""
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import ray
 
-from actors.orchestrator import run_job
+from actors.job_actor import follow, submit_job
 from farm.batch import BatchEntry
 from farm.errors import FarmError
-from farm.metrics import FarmMetrics
-
-log = logging.getLogger(__name__)
+from farm.pipeline.progress import Event
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class BatchResult:
     """succeeded or failed"""
     seconds: float
     job_id: str | None = None
+    run_id: str | None = None
     error: str | None = None
 
 
@@ -36,35 +37,36 @@ def run_batch(
     entries: list[BatchEntry],
     *,
     concurrency: int,
-    metrics: FarmMetrics | None = None,
     on_result: Callable[[BatchResult], None] | None = None,
+    on_event: Callable[[str, Event], None] | None = None,
 ) -> list[BatchResult]:
     """Run every valid entry, ``concurrency`` at a time; results keep the manifest's order."""
-    metrics = metrics or FarmMetrics()
     cpus = float(ray.cluster_resources().get("CPU", 1))
-    # Each running job gets its share of the workers, so no job waits on another's actors.
+    # Each running job gets its share of the workers, so no job waits on another's.
     share = max(1, math.floor(cpus / max(1, concurrency)))
-
-    def attempt(entry: BatchEntry) -> tuple[str | None, str | None]:
-        """(job id, None) on success, (None, one-line reason) on failure."""
-        if entry.spec is None:
-            return None, entry.error
-        spec = entry.spec
-        if spec.cluster.video_workers is None:
-            cluster = spec.cluster.model_copy(update={"video_workers": share})
-            spec = spec.model_copy(update={"cluster": cluster})
-        try:
-            summary: dict[str, Any] = run_job(spec, metrics=metrics)
-        except FarmError as exc:
-            return None, exc.one_line()
-        except Exception as exc:  # one job's bug must not end the batch
-            log.exception("%s failed", entry.name)
-            return None, f"{type(exc).__name__}: {exc}"
-        return str(summary["job_id"]), None
 
     def one(entry: BatchEntry) -> BatchResult:
         started = time.perf_counter()
-        job_id, error = attempt(entry)
+        job_id = run_id = error = None
+        if entry.spec is None:
+            error = entry.error
+        else:
+            spec = entry.spec
+            if spec.cluster.video_workers is None:
+                cluster = spec.cluster.model_copy(update={"video_workers": share})
+                spec = spec.model_copy(update={"cluster": cluster})
+            try:
+                run_id, handle = submit_job(spec)
+                outcome = follow(
+                    handle, (lambda e: on_event(entry.name, e)) if on_event else (lambda e: None)
+                )
+                ray.kill(handle)
+                if outcome.error is not None:
+                    error = outcome.error.one_line()
+                elif outcome.report is not None:
+                    job_id = outcome.report.job_id
+            except FarmError as exc:
+                error = exc.one_line()
         result = BatchResult(
             entry.name,
             entry.input,
@@ -72,6 +74,7 @@ def run_batch(
             "failed" if error else "succeeded",
             time.perf_counter() - started,
             job_id=job_id,
+            run_id=run_id,
             error=error,
         )
         if on_result is not None:

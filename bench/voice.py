@@ -1,7 +1,8 @@
 """Benchmark of the voice stage: real-time factor per backend on the shared speech clips.
 
-Prints numbers; it is not a test. RTF = wall time of `revoice` (plan, reference analysis,
-synthesis, fitting, assembly) / audio duration, single process. Goal for `vc`: RTF ≤ 0.15.
+Prints numbers; it is not a test. RTF = wall time of the voice stage's units run in one process
+(`voice_track_in_process`: plan, reference analysis, synthesis, fitting, assembly) / audio
+duration. Goal for `vc`: RTF ≤ 0.15.
 Also prints the `vc` median-F0 error against the reference and the speech-boundary error.
 
     .venv/bin/python bench/voice.py [--repeat 3] [--gpt-sovits-url http://127.0.0.1:9880]
@@ -21,9 +22,10 @@ import pyworld as pw
 import soundfile as sf
 
 from farm.errors import FarmError
+from farm.pipeline.voice import voice_track_in_process
 from farm.voice.settings import GptSovitsSettings, VoiceSettings
 from farm.voice.signal import speech_bounds
-from farm.voice.stage import plan_voice, revoice
+from farm.voice.stage import plan_voice
 
 MEDIA = Path(__file__).resolve().parent.parent.parent / "shared" / "media"
 CLIPS = [
@@ -77,8 +79,9 @@ def bench_backend(settings: VoiceSettings, repeat: int, tmp: Path) -> None:
         out = np.zeros(0)
         for _ in range(repeat):
             began, cpu = time.perf_counter(), time.process_time()
-            out, report = revoice(
-                audio[:, None], rate, settings, ref_paths, audio.size, 1, transcript_path=transcript
+            clip_settings = settings.model_copy(update={"transcript": transcript})
+            out, report = voice_track_in_process(
+                audio[:, None], rate, clip_settings, ref_paths, tmp / "work"
             )
             walls.append(time.perf_counter() - began)
             cpus.append(time.process_time() - cpu)

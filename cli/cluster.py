@@ -1,4 +1,5 @@
-"""`farm batch` and the Ray Jobs commands: `farm submit`, `status`, `logs`, `cancel`."""
+"""`farm batch` and the Ray Jobs commands: `farm submit`, `status`, `logs` (and, through
+`farm cancel` with a dashboard URL, stopping a Ray Job)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def batch(
     from actors.runtime import ray_session
 
     console = Console(stderr=True)
-    with ray_session(address):
+    with ray_session(address, log_to_driver=False):
         results = run_batch(
             entries,
             concurrency=concurrency,
@@ -139,10 +140,7 @@ def logs(
     sys.stdout.write(_job_call(address, job_id, lambda c: c.get_job_logs(job_id)))
 
 
-def cancel(
-    job_id: Annotated[str, typer.Argument(help="id printed by farm submit")],
-    address: Annotated[str, typer.Option(help="Ray dashboard, e.g. http://HEAD:8265")],
-) -> None:
-    """Stop a submitted job (finished shards stay in its work directory)."""
+def stop_ray_job(job_id: str, address: str) -> None:
+    """Stop a submitted Ray Job (finished shards stay in its work directory)."""
     stopped = _job_call(address, job_id, lambda c: c.stop_job(job_id))
     print("stopping" if stopped else "already finished")

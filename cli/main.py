@@ -1,17 +1,22 @@
-"""`farm`: the command line. Commands only build a JobSpec and call one function."""
+"""`farm`: the command line. Commands only build a JobSpec, hand it to a job actor and follow it.
+
+Heavy stacks (Ray, PyAV, the face and voice models) are imported inside the commands that need
+them, so `farm --help` answers at once.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
-from farm.errors import FarmError
-from farm.spec import JobSpec, parse_spec
+from farm.errors import Cancelled, FarmError, SpecError, record_unexpected
+
+if TYPE_CHECKING:
+    from farm.spec import JobSpec
 
 app = typer.Typer(
     name="farm",
@@ -22,10 +27,12 @@ app = typer.Typer(
 )
 
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
 
 
 def _register_subcommands() -> None:
     from cli.identity import identity_app
+    from cli.jobs import cancel, jobs, watch
     from cli.provenance import consent_app, keys_app, verify
 
     app.add_typer(identity_app, name="identity")
@@ -33,7 +40,7 @@ def _register_subcommands() -> None:
     app.add_typer(consent_app, name="consent")
     app.command("verify")(verify)
 
-    from cli.cluster import batch, cancel, logs, status, submit
+    from cli.cluster import batch, logs, status, submit
 
     app.command("batch")(batch)
     app.command(
@@ -42,41 +49,46 @@ def _register_subcommands() -> None:
     )(submit)
     app.command("status")(status)
     app.command("logs")(logs)
+    app.command("jobs")(jobs)
+    app.command("watch")(watch)
     app.command("cancel")(cancel)
 
 
 _register_subcommands()
 
 
-def _execute(spec: JobSpec, *, as_json: bool, num_cpus: int | None) -> None:
-    from farm.job import check_output_writable
+def _execute(spec: JobSpec, *, as_json: bool, detach: bool = False) -> None:
     from farm.media.probe import probe
+    from farm.pipeline.plan import check_output_writable
 
     # Fail on bad input before paying for a Ray start.
     check_output_writable(spec.output)
     probe(spec.input)
-
-    from actors.orchestrator import run_job
-    from actors.runtime import ray_session
-    from cli.progress import JobProgress
-    from farm.metrics import FarmMetrics
-
-    metrics = FarmMetrics()
-    if spec.metrics_port is not None:
-        metrics.serve(spec.metrics_port)
-    console = Console(stderr=True)
-    with (
-        ray_session(spec.cluster.address, num_cpus),
-        JobProgress(console, enabled=not as_json and console.is_terminal) as progress,
-    ):
-        summary = run_job(spec, on_event=progress, metrics=metrics)
-    if as_json:
-        print(json.dumps(summary, indent=2))
-    else:
-        console.print(
-            f"wrote {summary['output']} ({summary['frames']} frames, {summary['shards']} shards, "
-            f"{summary['stage_seconds'].get('job_s', 0):.1f} s)"
+    if spec.input.resolve() == spec.output.resolve():
+        raise SpecError("output must not overwrite the input; choose another output path")
+    if detach and not spec.cluster.address:
+        raise SpecError(
+            "--detach leaves the job on a running cluster: start one (`ray start --head`) and "
+            "give its address (--address auto on one of its nodes)"
         )
+
+    from actors.job_actor import submit_job
+    from actors.runtime import ray_session
+    from cli.jobs import follow_in_terminal
+
+    with ray_session(spec.cluster.address, log_to_driver=not detach):
+        run_id, handle = submit_job(spec, detach=detach)
+        if detach:
+            # Creating an actor is asynchronous: the job exists once it has answered, not
+            # before (a client that exits sooner could take the creation with it).
+            import ray
+
+            ray.get(handle.status.remote(), timeout=120)
+            print(run_id)
+            return
+        report = follow_in_terminal(handle, run_id, as_json=as_json, metrics_port=spec.metrics_port)
+    if as_json:
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
 
 
 @app.command()
@@ -108,17 +120,28 @@ def run(
     address: Annotated[
         str | None, typer.Option(help="join this Ray cluster instead of starting one")
     ] = None,
+    detach: Annotated[
+        bool, typer.Option(help="leave the job running on the cluster; print its run id")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     workers: Annotated[
-        int | None, typer.Option(help="video workers (default: one per CPU)")
+        int | None, typer.Option(help="video workers (default: what the cluster holds)")
     ] = None,
-    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per video worker")] = 0.0,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per video worker")] = 1.0,
+    gpus_per_worker: Annotated[
+        float, typer.Option(help="GPUs per video worker (0.25: four workers per GPU)")
+    ] = 0.0,
+    voice_workers: Annotated[int, typer.Option(help="sentence workers when re-voicing")] = 1,
+    voice_gpus_per_worker: Annotated[float, typer.Option(help="GPUs per voice worker")] = 0.0,
     shard_timeout: Annotated[float, typer.Option(help="seconds before a shard is re-run")] = 600.0,
     metrics_port: Annotated[
         int | None, typer.Option(help="serve Prometheus metrics on this port")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
 ) -> None:
     """Render INPUT into OUTPUT: shard at scene cuts, process on Ray, join frame-exactly."""
+    from farm.spec import parse_spec
+
     data: dict[str, Any] = {
         "input": input,
         "output": output,
@@ -135,44 +158,59 @@ def run(
         "voice": {"mode": voice, "tts_backend": tts_backend, "transcript": transcript},
         "cluster": {
             "address": address,
+            "device": device,
             "video_workers": workers,
+            "cpus_per_worker": cpus_per_worker,
             "gpus_per_worker": gpus_per_worker,
+            "voice_workers": voice_workers,
+            "voice_gpus_per_worker": voice_gpus_per_worker,
             "shard_timeout_s": shard_timeout,
         },
         "metrics_port": metrics_port,
     }
     if identity is not None:
         data["face"] = {"identity": identity, "faces": faces, "reference": reference}
-    _execute(parse_spec(data), as_json=as_json, num_cpus=None)
+    _execute(parse_spec(data), as_json=as_json, detach=detach)
 
 
 @app.command()
 def resume(
     work_dir: Annotated[Path, typer.Argument(help="work directory of an interrupted job")],
     address: Annotated[str | None, typer.Option(help="join this Ray cluster")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary")] = False,
+    detach: Annotated[bool, typer.Option(help="leave the job running on the cluster")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
 ) -> None:
-    """Finish an interrupted job: reuse every finished shard, render the rest."""
+    """Finish an interrupted job: reuse every finished shard and sentence, run the rest."""
     from farm.plan.ledger import Ledger
+    from farm.spec import parse_spec
 
     ledger = Ledger.load(work_dir)
     data = ledger.spec
     data["work_dir"] = str(work_dir.resolve())
     if address is not None:
         data.setdefault("cluster", {})["address"] = address
-    _execute(parse_spec(data), as_json=as_json, num_cpus=None)
+    _execute(parse_spec(data), as_json=as_json, detach=detach)
 
 
 def main() -> None:
-    """Entry point: every `FarmError` becomes one line on stderr and exit code 1."""
+    """Entry point: every error becomes one line on stderr and a non-zero exit code."""
     try:
         app()
+    except Cancelled as exc:
+        print(f"farm: cancelled: {exc.one_line()}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except FarmError as exc:
         print(f"farm: error: {exc.one_line()}", file=sys.stderr)
         sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
-        print("farm: interrupted; finished shards are kept in the work directory", file=sys.stderr)
-        sys.exit(130)
+        print("farm: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug: one line here, the traceback in a log
+        from farm.provenance.keys import farm_home
+
+        error = record_unexpected(exc, farm_home() / "logs", what="farm")
+        print(f"farm: error: {error.one_line()}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Rich progress bars for a job and its active shards, fed by orchestrator events."""
+"""Rich progress bars for a job, its active shards and its sentences, fed by the job's events."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ class JobProgress:
             disable=not enabled,
         )
         self.job_task: TaskID | None = None
+        self.voice_task: TaskID | None = None
         self.shard_frames: dict[str, int] = {}
         self.shard_tasks: dict[str, TaskID] = {}
         self.done_frames = 0
@@ -58,6 +59,12 @@ class JobProgress:
             self.job_task = self.progress.add_task(
                 f"job {event['job_id']}", total=event["frames"], completed=reused
             )
+            if event.get("sentences"):
+                self.voice_task = self.progress.add_task(
+                    "  voice",
+                    total=event["sentences"],
+                    completed=len(event.get("sentences_reused", [])),
+                )
         elif kind == "progress":
             for name, frames in event["active"].items():
                 if self._finished(name):
@@ -84,8 +91,12 @@ class JobProgress:
             self.shard_frames[name] = -1
             if self.job_task is not None:
                 self.progress.update(self.job_task, completed=self.done_frames)
+        elif kind == "sentence_done" and self.voice_task is not None:
+            self.progress.advance(self.voice_task)
         elif kind == "retry":
-            self.progress.console.print(f"[yellow]retrying {event['shard']}: {event['reason']}")
+            self.progress.console.print(f"[yellow]retrying {event['unit']}: {event['reason']}")
+        elif kind == "warning":
+            self.progress.console.print(f"[yellow]warning: {event['message']}")
         elif kind == "reducing" and self.job_task is not None:
             self.progress.update(self.job_task, description="joining and muxing")
 

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
+
+
+def absolute_path(path: Path) -> Path:
+    """``path`` made absolute against the current directory (symlinks kept, ``..`` folded)."""
+    return Path(os.path.abspath(os.path.expanduser(path)))
+
+
+AbsolutePath = Annotated[Path, AfterValidator(absolute_path)]
+"""A path setting, made absolute once where the spec is validated: a job's paths then mean the
+same in a Ray worker, in `farm resume` from another folder, and in the ledger."""
 
 
 def fsync_dir(directory: Path) -> None:
@@ -39,8 +52,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    import hashlib
-
+    """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk_bytes):

@@ -1,10 +1,13 @@
-"""Prometheus metrics of a job, in their own registry (no module-level state).
+"""Prometheus metrics of jobs, in their own registry (no module-level state).
 
-The driver that owns a job (the `farm run` process or the Ray Job entrypoint) counts from the same
-events the progress display gets, and serves them with prometheus-client when asked.
+The process that follows a job (`farm run`, `farm batch`, the Ray Job entrypoint) counts from the
+same events the progress display gets (`FarmMetrics.record`), and serves them with
+prometheus-client when asked.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -56,6 +59,34 @@ class FarmMetrics:
         self.jobs = Counter(
             "farm_jobs_total", "Jobs by outcome", ["status"], registry=self.registry
         )
+
+    def record(self, event: dict[str, Any]) -> None:
+        """Count one job event (see `farm.pipeline.progress` for the vocabulary)."""
+        kind = event.get("event")
+        if kind == "planned":
+            self.shards.labels("reused").inc(len(event.get("reused", [])))
+        elif kind == "shard_done":
+            self.shards.labels("done").inc()
+            self.frames.labels("video").inc(int(event["frames"]))
+            self.shard_seconds.labels("video").observe(float(event["seconds"]))
+        elif kind == "sentence_done":
+            self.frames.labels("voice").inc()
+            self.shard_seconds.labels("voice").observe(float(event.get("seconds", 0.0)))
+        elif kind == "retry":
+            stage = "voice" if str(event.get("unit", "")).startswith("sentence") else "video"
+            self.retries.labels(stage, str(event.get("reason", "unknown"))).inc()
+        elif kind == "progress":
+            for stage, count in (event.get("queued") or {}).items():
+                self.queue_depth.labels(stage).set(int(count))
+            for stage, count in (event.get("inflight") or {}).items():
+                self.inflight.labels(stage).set(int(count))
+        elif kind == "finished":
+            self.jobs.labels("succeeded").inc()
+            seconds = (event.get("report") or {}).get("stage_seconds", {}).get("job_s")
+            if seconds is not None:
+                self.job_seconds.observe(float(seconds))
+        elif kind in ("failed", "cancelled"):
+            self.jobs.labels(kind).inc()
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

@@ -15,15 +15,18 @@ ones; later ONNX backends add their entries there::
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from farm.errors import ChecksumMismatch, ModelError
+from farm.fsutil import sha256_file
+
+T = TypeVar("T")
 
 MANIFEST_NAME = "manifest.json"
 """The manifest file inside a models directory."""
@@ -118,15 +121,6 @@ class ModelManifest(BaseModel):
                 model = model.model_copy(update={"file": str((other.root / model.file).resolve())})
             by_name[model.name] = model
         return ModelManifest(root=self.root, models=tuple(by_name.values()))
-
-
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 DLIB_HOG = "dlib-hog-frontal"
@@ -227,3 +221,26 @@ def face_manifest(models_dir: Path | None) -> ModelManifest:
     if models_dir is not None and (models_dir / MANIFEST_NAME).is_file():
         manifest = manifest.merged(load_manifest(models_dir))
     return manifest
+
+
+class ModelCache:
+    """Loaded models of one worker, kept across shards and jobs (no module-level state).
+
+    A worker given a job with other settings rebuilds its processors but loads each model file
+    once: backends ask the cache with a key naming the model (and its verified file), so two jobs
+    with different identities share the same detector.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[Hashable, object] = {}
+        self.loads = 0
+        """How many models were actually loaded (a cache miss each)."""
+
+    def get(self, key: Hashable, load: Callable[[], T]) -> T:
+        if key not in self._models:
+            self._models[key] = load()
+            self.loads += 1
+        return cast(T, self._models[key])
+
+    def clear(self) -> None:
+        self._models.clear()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from farm.devices import WorkerResources
 from farm.errors import SpecError
 
 if TYPE_CHECKING:
@@ -102,21 +103,22 @@ class IdentityProcessor:
         return None
 
 
-ProcessorFactory = Callable[["JobSpec"], FrameProcessor]
+ProcessorFactory = Callable[["JobSpec", WorkerResources], FrameProcessor]
+"""Builds one processor for a job on a worker: the worker's device and model cache come along."""
 
 
-def _identity_factory(spec: JobSpec) -> FrameProcessor:
+def _identity_factory(spec: JobSpec, resources: WorkerResources) -> FrameProcessor:
     return IdentityProcessor()
 
 
-def _classic_swap_factory(spec: JobSpec) -> FrameProcessor:
+def _classic_swap_factory(spec: JobSpec, resources: WorkerResources) -> FrameProcessor:
     # Imported on first use: the face stack loads dlib and its models.
     from farm.face.processor import build_face_swap_processor
 
-    return build_face_swap_processor(spec)
+    return build_face_swap_processor(spec, resources)
 
 
-def _watermark_factory(spec: JobSpec) -> FrameProcessor:
+def _watermark_factory(spec: JobSpec, resources: WorkerResources) -> FrameProcessor:
     from farm.provenance.video_watermark import build_watermark_processor
 
     return build_watermark_processor(spec)
@@ -131,9 +133,26 @@ def processor_factories() -> dict[str, ProcessorFactory]:
     }
 
 
-def build_processors(spec: JobSpec) -> list[FrameProcessor]:
-    """Instantiate the processor chain a job asks for, in order."""
-    factories = processor_factories()
+def gpu_capable_processors() -> frozenset[str]:
+    """Processors with a CUDA path (they take `WorkerResources.device`). The classic swap, the
+    identity and the watermark run on the CPU; ONNX backends add their names here."""
+    return frozenset()
+
+
+def chain_can_use_gpu(spec: JobSpec) -> bool:
+    """Whether any frame processor of the job can use a GPU (``device='auto'`` asks for one)."""
+    return bool(gpu_capable_processors() & set(spec.processor_chain()))
+
+
+def build_processors(
+    spec: JobSpec,
+    resources: WorkerResources | None = None,
+    *,
+    factories: dict[str, ProcessorFactory] | None = None,
+) -> list[FrameProcessor]:
+    """Instantiate the processor chain a job asks for, in order, on a worker's resources."""
+    factories = factories if factories is not None else processor_factories()
+    resources = resources or WorkerResources()
     chain: list[FrameProcessor] = []
     for name in spec.processor_chain():
         try:
@@ -143,5 +162,5 @@ def build_processors(spec: JobSpec) -> list[FrameProcessor]:
             raise SpecError(
                 f"unknown frame processor {name!r}; known processors: {known}"
             ) from None
-        chain.append(factory(spec))
+        chain.append(factory(spec, resources))
     return chain

@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import av
 import numpy as np
 
-from farm.errors import FrameCountMismatch, MediaError, ShardFailed
+from farm.errors import Cancelled, FrameCountMismatch, MediaError, ShardFailed
 from farm.fsutil import commit_file
 from farm.media.probe import ColorTags
 from farm.media.video_io import (
@@ -52,6 +52,11 @@ class ShardTask:
     batch_frames: int = 16
     decode_threads: int = 1
 
+    @property
+    def key(self) -> str:
+        """The unit's name in logs, events, retries and fault injection."""
+        return f"shard {self.shard.name}"
+
 
 @dataclass
 class StageClock:
@@ -78,6 +83,37 @@ class ShardResult:
     frames_changed: int = 0
     worker: str = ""
     """Where it ran (a node id under Ray); empty in-process."""
+
+    @property
+    def key(self) -> str:
+        return f"shard {self.name}"
+
+    def record(self, work_dir: Path) -> dict[str, Any]:
+        """The ledger entry (JSON)."""
+        return {
+            "frames": self.frames,
+            "path": str(self.path.relative_to(work_dir)),
+            "size_bytes": self.size_bytes,
+            "seconds": round(self.seconds, 4),
+            "stages": self.stages,
+            "frames_changed": self.frames_changed,
+            "worker": self.worker,
+        }
+
+    @classmethod
+    def from_record(cls, shard: Shard, record: dict[str, Any], work_dir: Path) -> ShardResult:
+        """A finished shard read back from the ledger (a resumed job reuses it)."""
+        return cls(
+            name=shard.name,
+            index=shard.index,
+            frames=int(record["frames"]),
+            path=work_dir / str(record["path"]),
+            size_bytes=int(record.get("size_bytes", 0)),
+            seconds=float(record.get("seconds", 0.0)),
+            stages=dict(record.get("stages", {})),
+            frames_changed=int(record.get("frames_changed", 0)),
+            worker=str(record.get("worker", "")),
+        )
 
 
 def shard_output_path(work_dir: Path, shard: Shard) -> Path:
@@ -195,18 +231,29 @@ def render_shard(
         t0 = time.perf_counter()
         encoder.close()
         clock.encode_s += time.perf_counter() - t0
-    except ShardFailed:
+    except (ShardFailed, Cancelled):
         encoder.abort()
         tmp.unlink(missing_ok=True)
         raise
     except MediaError as exc:
         encoder.abort()
         tmp.unlink(missing_ok=True)
-        raise ShardFailed(f"shard {shard.name}: {exc}", retryable=True) from exc
+        # A damaged source fails the same way every time; an unreadable one may not.
+        raise ShardFailed(f"shard {shard.name}: {exc}", retryable=exc.retryable) from exc
+    except OSError as exc:  # writing the shard: a full disk or a lost mount
+        encoder.abort()
+        tmp.unlink(missing_ok=True)
+        raise ShardFailed(
+            f"shard {shard.name}: writing {tmp} failed: {exc.strerror or exc}", retryable=True
+        ) from exc
     except av.error.FFmpegError as exc:
         encoder.abort()
         tmp.unlink(missing_ok=True)
-        raise ShardFailed(f"shard {shard.name}: encoding failed: {exc}", retryable=True) from exc
+        raise ShardFailed(f"shard {shard.name}: encoding failed: {exc}", retryable=False) from exc
+    except BaseException:  # a processor's bug: no half-written file is left behind either
+        encoder.abort()
+        tmp.unlink(missing_ok=True)
+        raise
 
     written = count_packets(tmp)
     if encoder.frames_in != shard.frames or written != shard.frames:
@@ -216,7 +263,8 @@ def render_shard(
             shard.frames,
             written if encoder.frames_in == shard.frames else encoder.frames_in,
         )
-        raise ShardFailed(str(mismatch), retryable=True)
+        # Deterministic: the same frames decode and encode the same way on every try.
+        raise ShardFailed(str(mismatch), retryable=False)
     commit_file(tmp, task.out_path)
     seconds = time.perf_counter() - started
     log.info(

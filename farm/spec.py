@@ -1,15 +1,20 @@
 """The frozen job specification: validated once at the edge, passed down unchanged.
 
-A `JobSpec` is everything a job's outcome depends on. Workers receive it by value, so one worker
-actor can serve two jobs with different settings one after the other. Change it with
-``spec.model_copy(update=...)``, never in place.
+A `JobSpec` is everything a job's outcome depends on, plus how to run it (`ClusterSettings`).
+Workers receive it by value, so one worker actor can serve two jobs with different settings one
+after the other. Change it with ``spec.model_copy(update=...)``, never in place.
+
+The job's identity (`content_hash`, hence its id, ledger key and watermark payload) covers what
+changes the output and nothing else: execution settings (workers, GPUs, device, address,
+timeouts), the output and work paths, metrics and fault injection are left out, so the same job
+gives the same bytes wherever and however it runs. Every path is made absolute when the spec is
+validated, so it means the same in a worker, on resume from another folder, and in the ledger.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -17,11 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from farm.chaos import ChaosSettings
 from farm.errors import SpecError
 from farm.face.settings import FaceSettings
+from farm.fsutil import AbsolutePath
 from farm.provenance.settings import ProvenanceSettings
 from farm.voice.settings import VoiceSettings
 
 Intermediate = Literal["fast", "lossless"]
 VideoCodec = Literal["h264", "hevc"]
+DeviceChoice = Literal["auto", "cpu", "cuda"]
 
 
 class VideoSettings(BaseModel):
@@ -46,6 +53,20 @@ class VideoSettings(BaseModel):
         default=4, ge=0, le=64, description="context frames before a forced (non-scene) split"
     )
     batch_frames: int = Field(default=16, ge=1, le=512, description="frames per processor batch")
+    encoder_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="threads of each shard's encoder; part of the job's identity, because the "
+        "x264/x265 bitstream depends on the thread count (never on the machine)",
+    )
+    final_threads: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="threads of the reducer's single final encode (lossless intermediates); "
+        "fixed for the same reason",
+    )
 
     @model_validator(mode="after")
     def _shard_lengths(self) -> VideoSettings:
@@ -57,25 +78,58 @@ class VideoSettings(BaseModel):
 
 
 class ClusterSettings(BaseModel):
-    """How the job uses the Ray cluster. Resource requests come from here, never from code."""
+    """How the job uses the Ray cluster. Resource requests come from here, never from code.
+
+    None of these change a job's output: they are left out of its identity.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     address: str | None = Field(
         default=None, description="join this Ray cluster instead of starting one"
     )
-    video_workers: int | None = Field(default=None, ge=1, description="default: one per CPU")
+    device: DeviceChoice = Field(
+        default="auto",
+        description="'auto' uses GPUs where the cluster has them and the job asks for them "
+        "(gpus_per_worker) or a backend can use them, CPUs elsewhere; 'cpu' never uses a GPU; "
+        "'cuda' needs GPUs and runs video workers only on GPU nodes",
+    )
+    video_workers: int | None = Field(
+        default=None, ge=1, description="default: as many as the cluster's resources hold"
+    )
     cpus_per_worker: float = Field(default=1.0, gt=0)
-    gpus_per_worker: float = Field(default=0.0, ge=0, description="whole or fractional GPUs")
+    gpus_per_worker: float = Field(
+        default=0.0,
+        ge=0,
+        description="GPUs per video worker on GPU nodes, whole or fractional (0.25: four per "
+        "GPU); 0 with device 'cuda' means 1",
+    )
     max_inflight_per_worker: int = Field(default=2, ge=1)
     shard_timeout_s: float = Field(
         default=600.0, gt=0, description="a shard taking longer is re-run"
     )
     max_attempts: int = Field(default=3, ge=1, description="tries per shard before the job fails")
     voice_workers: int = Field(default=1, ge=1, description="sentence workers when re-voicing")
+    voice_cpus_per_worker: float = Field(default=1.0, gt=0)
+    voice_gpus_per_worker: float = Field(
+        default=0.0, ge=0, description="GPUs per voice worker (neural voice backends)"
+    )
     actor_start_timeout_s: float = Field(
         default=60.0, gt=0, description="a replacement worker not placed by then is dropped"
     )
+    keep_workers_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="idle workers (and their loaded models) stay this long for the next job",
+    )
+
+    @model_validator(mode="after")
+    def _device_matches_gpus(self) -> ClusterSettings:
+        if self.device == "cpu" and (self.gpus_per_worker > 0 or self.voice_gpus_per_worker > 0):
+            raise ValueError(
+                "device 'cpu' with GPUs per worker: drop --gpus-per-worker or use --device auto"
+            )
+        return self
 
 
 class JobSpec(BaseModel):
@@ -83,15 +137,17 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    input: Path
-    output: Path
-    work_dir: Path | None = Field(default=None, description="keeps intermediates and the ledger")
+    input: AbsolutePath
+    output: AbsolutePath
+    work_dir: AbsolutePath | None = Field(
+        default=None, description="keeps intermediates and the ledger"
+    )
     passthrough: bool = False
     face: FaceSettings | None = None
     voice: VoiceSettings = VoiceSettings()
     video: VideoSettings = VideoSettings()
     cluster: ClusterSettings = ClusterSettings()
-    models_dir: Path | None = None
+    models_dir: AbsolutePath | None = None
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     chaos: ChaosSettings | None = Field(default=None, description="fault injection (tests only)")
     provenance: ProvenanceSettings | None = Field(

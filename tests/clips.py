@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from farm.media.ffmpeg import ffmpeg_binary, run_ffmpeg
+from farm.media.ffmpeg import Capability, ffmpeg_binary, run_ffmpeg, select_ffmpeg
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,18 @@ _AUDIO = {
 }
 
 
-def clip_argv(recipe: ClipRecipe, out: Path) -> list[str]:
-    """ffmpeg argv that renders ``recipe`` into ``out``."""
+def recipe_capabilities(recipe: ClipRecipe) -> frozenset[Capability]:
+    """What the ffmpeg making ``recipe`` must be able to do (the system one may be too old)."""
+    needs: set[Capability] = {"libx264"}
+    if recipe.audio:
+        needs.add("aac")
+    if recipe.rotation:
+        needs.add("display_rotation")
+    return frozenset(needs)
+
+
+def clip_argv(recipe: ClipRecipe, out: Path, ffmpeg_bin: str | None = None) -> list[str]:
+    """ffmpeg argv that renders ``recipe`` into ``out`` (with ``ffmpeg_bin``, else one that can)."""
     width, height = recipe.size.split("x")
     video_src = f"testsrc2=size=320x240:rate={recipe.fps}:duration={recipe.seconds}"
     filters = [f"scale={width}:{height}"]
@@ -52,7 +62,7 @@ def clip_argv(recipe: ClipRecipe, out: Path) -> list[str]:
         # Every third frame is shown twice as long: irregular frame durations.
         filters.append(f"setpts=(N+floor(N/3))/({recipe.fps}*TB)")
     argv = [
-        ffmpeg_binary(),
+        ffmpeg_bin or ffmpeg_binary(needs=recipe_capabilities(recipe)),
         "-hide_banner",
         "-loglevel",
         "error",
@@ -95,12 +105,13 @@ def make_clip(recipe: ClipRecipe, directory: Path) -> Path:
     out = directory / recipe.filename
     if out.exists():
         return out
+    ffmpeg_bin = ffmpeg_binary(needs=recipe_capabilities(recipe))
     if recipe.rotation:
         plain = directory / f"{recipe.name}.norot.mp4"
-        run_ffmpeg(clip_argv(recipe, plain))
+        run_ffmpeg(clip_argv(recipe, plain, ffmpeg_bin))
         run_ffmpeg(
             [
-                ffmpeg_binary(),
+                ffmpeg_bin,
                 "-hide_banner",
                 "-loglevel",
                 "error",
@@ -116,7 +127,7 @@ def make_clip(recipe: ClipRecipe, directory: Path) -> Path:
         )
         plain.unlink()
     else:
-        run_ffmpeg(clip_argv(recipe, out))
+        run_ffmpeg(clip_argv(recipe, out, ffmpeg_bin))
     return out
 
 
@@ -140,3 +151,34 @@ RECIPES = {
         ),
     )
 }
+
+
+def make_two_talker_clip(directory: Path) -> Path:
+    """Six seconds of the GRID hard-cut clip: two talkers, a cut at frame 75 (150 frames)."""
+    from tests.conftest import media_path
+
+    out = directory / "two_talkers_6s.mp4"
+    if not out.exists():
+        src = media_path("video/grid_hardcuts_4_speakers_12s.mp4")
+        run_ffmpeg(
+            [select_ffmpeg({"libx264", "aac"}).path, "-hide_banner", "-loglevel", "error", "-y",
+             "-i", str(src), "-t", "6", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
+             str(out)]
+        )  # fmt: skip
+    return out
+
+
+def make_speech_clip(directory: Path, seconds: int) -> Path:
+    """A test pattern (no face: the swap has nothing to do) over a GRID talker's speech, looped."""
+    from tests.conftest import media_path
+
+    out = directory / f"speech_{seconds}s.mp4"
+    if not out.exists():
+        voice = media_path("audio/grid_swiz3n.wav")
+        run_ffmpeg(
+            [select_ffmpeg({"libx264", "aac"}).path, "-hide_banner", "-loglevel", "error", "-y",
+             "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=25:duration={seconds}",
+             "-stream_loop", "-1", "-i", str(voice), "-t", str(seconds), "-shortest",
+             "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(out)]
+        )  # fmt: skip
+    return out

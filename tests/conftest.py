@@ -15,8 +15,10 @@ SHARED = REPO.parent / "shared"
 MEDIA = SHARED / "media"
 
 
-def farm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run the `farm` command line in a subprocess, as a user would."""
+def farm(
+    *args: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the `farm` command line in a subprocess, as a user would (``env`` adds variables)."""
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
         cwd=REPO,
@@ -24,6 +26,7 @@ def farm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=timeout,
         check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -62,3 +65,33 @@ def media() -> Path:
     if not MEDIA.is_dir():
         pytest.fail(f"{MEDIA} is missing: shared/ must sit beside the repository")
     return MEDIA
+
+
+@pytest.fixture(scope="session")
+def identity_pack(tmp_path_factory: pytest.TempPathFactory, session_farm_home: Path) -> Path:
+    """The GRID talker swiz3n (face and voice), consent signed by the session's operator."""
+    import datetime as dt
+
+    from farm.face.identity import create_identity
+    from farm.models import face_manifest
+    from farm.provenance.consent import create_consent, write_consent
+    from farm.provenance.keys import load_operator
+
+    face = media_path("faces/grid_talker_swiz3n_frontal.png")
+    voice = media_path("audio/grid_swiz3n.wav")
+    root = tmp_path_factory.mktemp("identity")
+    consent = root / "consent.yaml"
+    write_consent(
+        create_consent(
+            subject="GRID talker swiz3n",
+            scope=["face", "voice"],
+            purpose="tests",
+            expires=dt.date(2099, 1, 1),
+            face_files=[face],
+            voice_files=[voice],
+            operator=load_operator(session_farm_home),
+        ),
+        consent,
+    )
+    create_identity([face], consent, root / "pack", face_manifest(None), voices=[voice])
+    return root / "pack"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.clips import RECIPES, make_clip
-from tests.conftest import farm
+from tests.conftest import REPO, farm
 
 
 def _assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -136,4 +137,23 @@ def test_run_end_to_end_with_json_summary(good_clip: Path, tmp_path: Path) -> No
     for stage in ("probe_s", "plan_s", "render_s", "join_s", "mux_s", "job_s"):
         assert stage in summary["stage_seconds"]
     assert json.loads((tmp_path / "out.report.json").read_text())["job_id"] == summary["job_id"]
+    import jsonschema
+
+    from farm.pipeline.report import SCHEMA_PATH
+
+    jsonschema.validate(summary, json.loads(SCHEMA_PATH.read_text()))
     assert not (tmp_path / ".out.mp4.farm-work").exists(), "default work dir removed on success"
+
+
+def test_help_loads_no_heavy_stack() -> None:
+    """`farm --help` must answer at once: Ray, PyAV, OpenCV, SciPy and dlib load in commands."""
+    heavy = ("ray", "av", "cv2", "scipy", "dlib", "numpy")
+    probe = f"import sys, cli.main; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout
+    help_text = farm("--help")
+    assert help_text.returncode == 0
+    for command in ("run", "resume", "jobs", "watch", "cancel", "batch", "verify"):
+        assert command in help_text.stdout

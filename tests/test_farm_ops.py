@@ -1,14 +1,18 @@
-"""Running the farm: batches, a killed driver resumed, and Ray Jobs submission."""
+"""Running the farm from the command line: batches, kills, Ctrl-C, failures, detached jobs on a
+long-lived cluster, and Ray Jobs submission."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -17,7 +21,7 @@ import pytest
 from cli.cluster import submit_entrypoint
 from farm.batch import glob_entries, read_manifest
 from farm.errors import SpecError
-from tests.clips import ClipRecipe, make_clip
+from tests.clips import ClipRecipe, make_clip, make_two_talker_clip
 from tests.conftest import REPO, farm
 
 
@@ -95,60 +99,52 @@ def test_batch_continues_past_a_corrupt_input(tmp_path: Path) -> None:
     assert "1 of 5 jobs failed" in result.stderr
 
 
-# -- SIGKILL of the driver, then farm resume -------------------------------------------------
+# -- a face-swap job killed, interrupted or failing: nothing lost, nothing at the output -----
 
 
-def test_killed_driver_resumes_with_finished_shards(tmp_path: Path) -> None:
-    src = make_clip(
-        ClipRecipe("killme", fps="25", seconds=40.0, size="320x240", scene_seconds=None), tmp_path
-    )
-    common = [
-        "--passthrough",
-        "--max-shard-seconds",
-        "1",
-        "--min-shard-seconds",
-        "0.2",
-        "--workers",
-        "1",
-    ]
-    reference = tmp_path / "reference.mp4"
-    assert farm("run", str(src), "-o", str(reference), *common).returncode == 0
-
-    work = tmp_path / "work"
-    out = tmp_path / "out.mp4"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "run",
-            str(src),
-            "-o",
-            str(out),
-            "--work-dir",
-            str(work),
-            *common,
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    ledger = work / "ledger.json"
-    deadline = time.monotonic() + 240
+def _wait_for_done(ledger: Path, count: int, timeout: float = 240) -> set[str]:
+    deadline = time.monotonic() + timeout
     done: set[str] = set()
-    while time.monotonic() < deadline and len(done) < 4:
+    while time.monotonic() < deadline and len(done) < count:
         time.sleep(0.2)
         if ledger.exists():
             try:
                 done = set(json.loads(ledger.read_text())["done"])
             except (ValueError, KeyError):
                 continue
-    assert len(done) >= 4, "the first run never finished four shards"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+    assert len(done) >= count, f"the run never finished {count} shards"
+    return done
+
+
+@pytest.fixture(scope="module")
+def face_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_two_talker_clip(tmp_path_factory.mktemp("ops-face"))
+
+
+def test_killed_driver_resumes_a_face_swap_job_identically(
+    face_clip: Path, identity_pack: Path, tmp_path: Path
+) -> None:
+    common = ["--identity", str(identity_pack), "--max-shard-seconds", "0.5",
+              "--min-shard-seconds", "0.2"]  # fmt: skip
+    reference = tmp_path / "reference.mp4"
+    made = farm("run", str(face_clip), "-o", str(reference), "--workers", "1", *common)
+    assert made.returncode == 0, made.stderr
+
+    work = tmp_path / "work"
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "run", str(face_clip), "-o", str(out),
+         "--work-dir", str(work), "--workers", "2", *common],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    done = _wait_for_done(work / "ledger.json", 3)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its job actor and the Ray it started
     proc.wait(timeout=30)
     assert not out.exists()
-    shards = json.loads(ledger.read_text())
+    shards = json.loads((work / "ledger.json").read_text())
     assert len(shards["done"]) < len(shards["shards"]), "killed before the end"
 
     result = farm("resume", str(work), "--json")
@@ -158,7 +154,57 @@ def test_killed_driver_resumes_with_finished_shards(tmp_path: Path) -> None:
     assert _packets(out) == _packets(reference)
 
 
-# -- Ray Jobs: submit, status, logs, cancel --------------------------------------------------
+def test_ctrl_c_cancels_cleanly_and_resume_finishes(tmp_path: Path) -> None:
+    src = make_clip(ClipRecipe("interrupted", seconds=30.0, size="320x240"), tmp_path)
+    work = tmp_path / "work"
+    out = tmp_path / "out.mp4"
+    args = ["--passthrough", "--workers", "1", "--max-shard-seconds", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "run", str(src), "-o", str(out), "--work-dir",
+         str(work), *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    done = _wait_for_done(work / "ledger.json", 2)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert f"farm resume {work}" in stderr and "cancelled" in stderr
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+    result = farm("resume", str(work), "--json")
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)["shards_reused"]) >= done
+    assert out.exists()
+
+
+def test_a_source_that_vanishes_mid_job_ends_in_one_line(tmp_path: Path) -> None:
+    src = make_clip(ClipRecipe("vanishing", seconds=30.0, size="320x240"), tmp_path)
+    work = tmp_path / "work"
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "run", str(src), "-o", str(out), "--work-dir",
+         str(work), "--passthrough", "--workers", "1", "--max-shard-seconds", "1"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    _wait_for_done(work / "ledger.json", 2)
+    src.unlink()  # the mount went away
+    _, stderr = proc.communicate(timeout=240)
+    lines = [line for line in stderr.splitlines() if line.startswith("farm:")]
+    assert proc.returncode == 1, stderr
+    assert len(lines) == 1 and lines[0].startswith("farm: error: shard "), stderr
+    assert "failed 3 times" in lines[0] and "No such file or directory" in lines[0]
+    assert "Traceback" not in stderr
+    assert not out.exists()
+
+
+# -- a cluster that outlives its clients: detached jobs and Ray Jobs ----------------------------
 
 
 def _free_port() -> int:
@@ -167,16 +213,28 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Head:
+    gcs: str
+    """Address for `ray.init` / `farm ... --address`."""
+    dashboard: str
+    """URL of the Ray Jobs API (`farm submit --address`)."""
+
+
+# A loopback-only test head without token auth (clients then need no token file).
+NO_AUTH = {"RAY_AUTH_MODE": "disabled"}
+
+
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory: pytest.TempPathFactory) -> str:
+def ray_head() -> Iterator[Head]:
     ray_bin = Path(sys.executable).with_name("ray")
-    dashboard = _free_port()
+    dashboard, port = _free_port(), _free_port()
     started = subprocess.run(
         [
             str(ray_bin),
             "start",
             "--head",
-            f"--port={_free_port()}",
+            f"--port={port}",
             "--num-cpus=2",
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
@@ -189,17 +247,84 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> str:
         check=False,
         cwd=REPO,
         # Job drivers run `python -m cli.main`: this venv's python must come first on PATH.
-        # A loopback-only test head without token auth (clients then need no token file).
-        env={
-            **os.environ,
-            "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ['PATH']}",
-            "RAY_AUTH_MODE": "disabled",
-        },
+        env={**os.environ, "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ['PATH']}", **NO_AUTH},
     )
     assert started.returncode == 0, started.stderr[-2000:]
-    address = f"http://127.0.0.1:{dashboard}"
-    yield address
+    head = Head(gcs=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dashboard}")
+    _wait_for_jobs_agent(head.dashboard)
+    yield head
     subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120, check=False)
+
+
+def _wait_for_jobs_agent(address: str, timeout: float = 120) -> None:
+    """The dashboard answers before the head's job agent does; a submission in between fails."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            client = JobSubmissionClient(address)
+            probe_id = client.submit_job(entrypoint="true")
+            while client.get_job_status(probe_id) not in {JobStatus.SUCCEEDED, JobStatus.FAILED}:
+                time.sleep(0.5)
+            return
+        except Exception as exc:  # not up yet: connection refused, no agent, 5xx
+            last = exc
+            time.sleep(1)
+    pytest.fail(f"the Ray Jobs agent never came up: {last}")
+
+
+def test_detached_job_outlives_its_shell(ray_head: Head, tmp_path: Path) -> None:
+    src = make_clip(ClipRecipe("detached", seconds=20.0, size="320x240"), tmp_path)
+    out = tmp_path / "detached-out.mp4"
+    command = shlex.join(
+        [sys.executable, "-m", "cli.main", "run", str(src), "-o", str(out), "--passthrough",
+         "--workers", "1", "--max-shard-seconds", "1", "--detach", "--address", ray_head.gcs]
+    )  # fmt: skip
+    shell = subprocess.Popen(
+        ["bash", "-c", f"{command} && sleep 600"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, **NO_AUTH},
+    )
+    assert shell.stdout is not None
+    run_id = shell.stdout.readline().strip()  # printed as soon as the job is on the cluster
+    assert len(run_id) == 12, run_id
+    os.killpg(shell.pid, signal.SIGKILL)  # every process of the submitting shell
+    shell.wait(timeout=30)
+
+    listed = farm("jobs", "--address", ray_head.gcs, "--json", env=NO_AUTH)
+    assert listed.returncode == 0, listed.stderr
+    (status,) = [s for s in json.loads(listed.stdout) if s["run_id"] == run_id]
+    assert status["detached"] and status["state"] in {"planning", "running", "reducing"}, status
+    watched = farm("watch", run_id, "--address", ray_head.gcs, "--json", env=NO_AUTH)
+    assert watched.returncode == 0, watched.stderr
+    report = json.loads(watched.stdout)
+    assert report["run_id"] == run_id and report["output"] == str(out)
+    assert farm("verify", str(out)).returncode == 0
+    after = json.loads(farm("jobs", "--address", ray_head.gcs, "--json", env=NO_AUTH).stdout)
+    assert [s["state"] for s in after if s["run_id"] == run_id] == ["succeeded"]
+
+
+def test_cancel_a_detached_job(ray_head: Head, tmp_path: Path) -> None:
+    src = make_clip(ClipRecipe("to-cancel", seconds=40.0, size="320x240"), tmp_path)
+    work = tmp_path / "work"
+    out = tmp_path / "never.mp4"
+    submitted = farm(
+        "run", str(src), "-o", str(out), "--work-dir", str(work), "--passthrough", "--workers",
+        "1", "--max-shard-seconds", "1", "--detach", "--address", ray_head.gcs, env=NO_AUTH,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.strip()
+    _wait_for_done(work / "ledger.json", 1)
+    cancelled = farm("cancel", run_id, "--address", ray_head.gcs, env=NO_AUTH)
+    assert cancelled.returncode == 0, cancelled.stderr
+    watched = farm("watch", run_id, "--address", ray_head.gcs, env=NO_AUTH)
+    assert watched.returncode == 130 and "farm resume" in watched.stderr, watched.stderr
+    assert not out.exists() and (work / "ledger.json").exists()
 
 
 def _wait_status(job_id: str, address: str, wanted: set[str], timeout: float = 240) -> str:
@@ -213,25 +338,26 @@ def _wait_status(job_id: str, address: str, wanted: set[str], timeout: float = 2
     return state
 
 
-def test_submit_status_logs_and_cancel(ray_head: str, tmp_path: Path) -> None:
+def test_submit_status_logs_and_cancel(ray_head: Head, tmp_path: Path) -> None:
+    address = ray_head.dashboard
     src = make_clip(ClipRecipe("submitted", seconds=2.0, size="160x120"), tmp_path)
     out = tmp_path / "submitted-out.mp4"
     submitted = farm(
-        "submit", "--address", ray_head, "--", "run", str(src), "-o", str(out), "--passthrough"
+        "submit", "--address", address, "--", "run", str(src), "-o", str(out), "--passthrough"
     )
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
-    assert _wait_status(job_id, ray_head, {"SUCCEEDED", "FAILED"}) == "SUCCEEDED", farm(
-        "logs", job_id, "--address", ray_head
+    assert _wait_status(job_id, address, {"SUCCEEDED", "FAILED"}) == "SUCCEEDED", farm(
+        "logs", job_id, "--address", address
     ).stdout[-3000:]
     assert out.exists()
-    assert "wrote" in farm("logs", job_id, "--address", ray_head).stdout
+    assert "wrote" in farm("logs", job_id, "--address", address).stdout
 
     long_src = make_clip(ClipRecipe("long-submitted", seconds=60.0, size="320x240"), tmp_path)
     second = farm(
         "submit",
         "--address",
-        ray_head,
+        address,
         "--",
         "run",
         str(long_src),
@@ -239,10 +365,10 @@ def test_submit_status_logs_and_cancel(ray_head: str, tmp_path: Path) -> None:
         str(tmp_path / "never.mp4"),
         "--passthrough",
     ).stdout.strip()
-    assert _wait_status(second, ray_head, {"RUNNING"}) == "RUNNING"
-    assert farm("cancel", second, "--address", ray_head).returncode == 0
-    assert _wait_status(second, ray_head, {"STOPPED", "FAILED"}) == "STOPPED"
+    assert _wait_status(second, address, {"RUNNING"}) == "RUNNING"
+    assert farm("cancel", second, "--address", address).returncode == 0
+    assert _wait_status(second, address, {"STOPPED", "FAILED"}) == "STOPPED"
     assert not (tmp_path / "never.mp4").exists()
 
-    missing = farm("status", "no-such-job", "--address", ray_head)
+    missing = farm("status", "no-such-job", "--address", address)
     assert missing.returncode != 0 and missing.stderr.startswith("farm: error:")

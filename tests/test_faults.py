@@ -14,10 +14,10 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from actors.orchestrator import run_job
 from farm.chaos import ChaosSettings
 from farm.spec import JobSpec
 from tests.clips import ClipRecipe, make_clip
+from tests.jobs import run_on_ray
 
 # A fault test that wedges must fail fast, not eat the CI budget.
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
@@ -33,7 +33,7 @@ def cluster() -> Any:
         head_node_args={"num_cpus": 1, "num_gpus": 1, "include_dashboard": False},
     )
     workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
-    ray.init(address=cluster.address, logging_level="ERROR")
+    ray.init(address=cluster.address, logging_level="ERROR", namespace="syncfarm")
     cluster.wait_for_nodes()
     yield cluster, workers
     ray.shutdown()
@@ -65,41 +65,41 @@ def _packets(path: Path) -> list[bytes]:
 @pytest.fixture(scope="module")
 def undisturbed(cluster: Any, source: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     out = tmp_path_factory.mktemp("reference") / "reference.mp4"
-    summary = run_job(_spec(source, out))
+    summary = run_on_ray(_spec(source, out))
     return summary, _packets(out)
 
 
 def test_shards_spread_across_nodes(undisturbed: Any) -> None:
     summary, _ = undisturbed
-    nodes = set(summary["shard_workers"].values())
+    nodes = set(summary.shard_workers.values())
     assert len(nodes) == 3, f"shards ran on {len(nodes)} nodes"
-    assert summary["retries"] == 0
+    assert summary.retries == 0
 
 
 def test_worker_killed_mid_shard(undisturbed: Any, source: Path, tmp_path: Path) -> None:
-    chaos = {"marker_dir": tmp_path / "markers", "crash_shard": "00003", "after_frames": 1}
+    chaos = {"marker_dir": tmp_path / "markers", "crash_unit": "shard 00003", "after_frames": 1}
     spec = _spec(source, tmp_path / "out.mp4").model_copy(
         update={"chaos": ChaosSettings.model_validate(chaos)}
     )
-    summary = run_job(spec)
-    assert (tmp_path / "markers" / "crash-00003").exists(), "the fault was injected"
-    assert summary["retries"] >= 1
+    summary = run_on_ray(spec)
+    assert (tmp_path / "markers" / "crash-shard-00003").exists(), "the fault was injected"
+    assert summary.retries >= 1
     assert _packets(tmp_path / "out.mp4") == undisturbed[1]
 
 
 def test_hung_worker_is_timed_out_and_rerun_elsewhere(
     undisturbed: Any, source: Path, tmp_path: Path
 ) -> None:
-    chaos = {"marker_dir": tmp_path / "markers", "hang_shard": "00002", "after_frames": 1}
+    chaos = {"marker_dir": tmp_path / "markers", "hang_unit": "shard 00002", "after_frames": 1}
     events: list[dict[str, Any]] = []
     spec = _spec(source, tmp_path / "out.mp4", shard_timeout_s=6).model_copy(
         update={"chaos": ChaosSettings.model_validate(chaos)}
     )
-    summary = run_job(spec, on_event=events.append)
+    summary = run_on_ray(spec, on_event=events.append)
     retries = [e for e in events if e["event"] == "retry"]
-    assert any(e["shard"] == "shard 00002" and e["reason"] == "Timeout" for e in retries), retries
+    assert any(e["unit"] == "shard 00002" and e["reason"] == "Timeout" for e in retries), retries
     assert _packets(tmp_path / "out.mp4") == undisturbed[1]
-    assert summary["shards"] == undisturbed[0]["shards"]
+    assert summary.shards == undisturbed[0].shards
 
 
 def test_node_removed_during_job(
@@ -113,9 +113,9 @@ def test_node_removed_during_job(
             removed.set()
             handle.remove_node(workers[0])
 
-    summary = run_job(
+    summary = run_on_ray(
         _spec(source, tmp_path / "out.mp4", actor_start_timeout_s=10), on_event=on_event
     )
     assert removed.is_set()
     assert _packets(tmp_path / "out.mp4") == undisturbed[1]
-    assert summary["shards"] == undisturbed[0]["shards"]
+    assert summary.shards == undisturbed[0].shards

@@ -1,4 +1,8 @@
-"""End to end on a local Ray cluster: frames, timestamps, audio and tags survive the farm."""
+"""End to end through the pipeline: frames, timestamps, audio and tags survive the farm.
+
+These run the job in-process (`InProcessRunner`), which runs exactly the steps the Ray runner
+distributes; tests/test_farm.py runs jobs on Ray.
+"""
 
 from __future__ import annotations
 
@@ -11,29 +15,19 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-import ray
 
-from actors.orchestrator import run_job
-from farm.job import prepare_job, record_shard, shard_task
 from farm.media.audio import decode_audio
 from farm.media.probe import MediaInfo, probe
 from farm.metrics import FarmMetrics
-from farm.processing import build_processors
+from farm.pipeline.plan import prepare_job, shard_task
+from farm.pipeline.units import UnitWorker
 from farm.provenance.keys import load_trust
 from farm.provenance.verify import verify_file
-from farm.render import render_shard
+from farm.render import ShardResult
 from farm.spec import JobSpec
 from tests.clips import RECIPES, make_clip
 from tests.conftest import media_path
-
-pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster() -> Any:
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
+from tests.jobs import run_local
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +93,11 @@ def _assert_audio(src: MediaInfo, out: MediaInfo) -> None:
 def test_lossless_passthrough_keeps_every_frame(name: str, clips: Path, tmp_path: Path) -> None:
     src = make_clip(RECIPES[name], clips)
     out = tmp_path / f"{name}.mp4"
-    summary = run_job(
+    summary = run_local(
         _spec(src, out, intermediate="lossless", crf=0, max_shard_s=0.8, min_shard_s=0.2)
     )
-    assert summary["join"] == "encode"
-    assert summary["shards"] >= 2, "short shards force joins inside the clip"
+    assert summary.join == "encode"
+    assert summary.shards >= 2, "short shards force joins inside the clip"
     s, o = probe(src), probe(out)
     _assert_same_timeline(s, o)
     _assert_tags(s, o)
@@ -124,8 +118,8 @@ def test_lossless_passthrough_keeps_every_frame(name: str, clips: Path, tmp_path
 def test_fast_mp4_output_matches_source(name: str, clips: Path, tmp_path: Path) -> None:
     src = make_clip(RECIPES[name], clips)
     out = tmp_path / f"{name}.mp4"
-    summary = run_job(_spec(src, out, max_shard_s=0.8, min_shard_s=0.2))
-    assert summary["join"] == "copy"
+    summary = run_local(_spec(src, out, max_shard_s=0.8, min_shard_s=0.2))
+    assert summary.join == "copy"
     s, o = probe(src), probe(out)
     _assert_same_timeline(s, o)
     _assert_tags(s, o)
@@ -136,14 +130,14 @@ def test_fast_mp4_output_matches_source(name: str, clips: Path, tmp_path: Path) 
 def test_two_minute_clip_with_many_scenes(clips: Path, tmp_path: Path) -> None:
     src = make_clip(RECIPES["long2min"], clips)
     out = tmp_path / "long.mp4"
-    summary = run_job(_spec(src, out))
-    assert len(summary["scene_cuts"]) >= 30
+    summary = run_local(_spec(src, out))
+    assert len(summary.scene_cuts) >= 30
     s, o = probe(src), probe(out)
     _assert_same_timeline(s, o)
     _assert_audio(s, o)
     # Every shard edge is a detected cut (no scene in this clip is longer than the cap).
-    starts = {a for a, _ in summary["shard_ranges"]} - {0}
-    assert starts <= set(summary["scene_cuts"])
+    starts = {a for a, _ in summary.shard_ranges} - {0}
+    assert starts <= set(summary.scene_cuts)
 
 
 @pytest.mark.parametrize(
@@ -156,22 +150,22 @@ def test_two_minute_clip_with_many_scenes(clips: Path, tmp_path: Path) -> None:
 def test_shard_joins_fall_on_real_cuts(relative: str, cuts: list[int], tmp_path: Path) -> None:
     src = media_path(relative)
     out = tmp_path / "out.mp4"
-    summary = run_job(_spec(src, out, max_shard_s=4.0))
-    starts = sorted(a for a, _ in summary["shard_ranges"] if a > 0)
+    summary = run_local(_spec(src, out, max_shard_s=4.0))
+    starts = sorted(a for a, _ in summary.shard_ranges if a > 0)
     for cut in cuts:
         assert any(abs(cut - s) <= 1 for s in starts), f"no shard edge near cut {cut}: {starts}"
-    fps = Fraction(summary["fps"])
+    fps = Fraction(summary.fps)
     cap = int(4.0 * fps)
-    assert all(b - a <= cap for a, b in summary["shard_ranges"]), "long scenes are capped"
+    assert all(b - a <= cap for a, b in summary.shard_ranges), "long scenes are capped"
     s, o = probe(src), probe(out)
     _assert_same_timeline(s, o)
     _assert_audio(s, o)
     # Every output is labelled: both watermarks and a valid, trusted C2PA manifest.
     report = verify_file(out, load_trust())
     assert report.verdict == "labelled", report.to_json_dict()
-    expected = bytes.fromhex(summary["provenance"]["watermark_payload"])
+    expected = bytes.fromhex(summary.provenance.watermark_payload)
     assert report.video is not None and report.video.payload == expected
-    assert report.manifest.trusted and report.job_id == summary["job_id"]
+    assert report.manifest.trusted and report.job_id == summary.job_id
     if s.audio is not None:
         assert report.audio is not None and report.audio.payload == expected
         print(f"{relative}: audio watermark bits {report.audio.bit_accuracy:.3f}")
@@ -186,21 +180,23 @@ def _video_packets(path: Path) -> list[bytes]:
 def test_resume_reuses_finished_shards(clips: Path, tmp_path: Path) -> None:
     src = make_clip(RECIPES["fps25"], clips)
     reference = tmp_path / "reference.mp4"
-    run_job(_spec(src, reference, max_shard_s=0.8, min_shard_s=0.2))
+    run_local(_spec(src, reference, max_shard_s=0.8, min_shard_s=0.2))
 
     work = tmp_path / "work"
     out = tmp_path / "resumed.mp4"
     spec = _spec(src, out, max_shard_s=0.8, min_shard_s=0.2).model_copy(update={"work_dir": work})
     # A first run that stops after two shards: they are rendered and recorded, nothing else.
-    plan = prepare_job(spec)
+    plan, ledger = prepare_job(spec)
+    worker = UnitWorker()
     for shard in plan.shards[:2]:
-        processors = build_processors(plan.spec)
-        record_shard(plan, render_shard(shard_task(plan, shard), processors))
+        result = worker.run(plan.spec, shard_task(plan, shard))
+        assert isinstance(result, ShardResult)
+        ledger.mark_done(result.name, result.record(plan.work_dir))
     assert not out.exists()
     first_two = {s.name: shard_task(plan, s).out_path.stat().st_mtime_ns for s in plan.shards[:2]}
 
-    summary = run_job(spec)
-    assert sorted(summary["shards_reused"]) == sorted(first_two)
+    summary = run_local(spec)
+    assert sorted(summary.shards_reused) == sorted(first_two)
     for name, mtime in first_two.items():
         assert (work / "shards" / f"{name}.mkv").stat().st_mtime_ns == mtime
     assert _video_packets(out) == _video_packets(reference)
@@ -217,44 +213,14 @@ def test_metrics_are_served(clips: Path, tmp_path: Path) -> None:
     metrics = FarmMetrics()
     metrics.serve(port)
     src = make_clip(RECIPES["fps25"], clips)
-    summary = run_job(
-        _spec(src, tmp_path / "m.mp4", max_shard_s=1.0, min_shard_s=0.2), metrics=metrics
+    summary = run_local(
+        _spec(src, tmp_path / "m.mp4", max_shard_s=1.0, min_shard_s=0.2), on_event=metrics.record
     )
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    assert f'farm_frames_total{{stage="video"}} {float(summary["frames"])}' in body
-    assert f'farm_shards_total{{status="done"}} {float(summary["shards"])}' in body
+    assert f'farm_frames_total{{stage="video"}} {float(summary.frames)}' in body
+    assert f'farm_shards_total{{status="done"}} {float(summary.shards)}' in body
     assert "farm_shard_seconds_bucket" in body
     assert 'farm_jobs_total{status="succeeded"} 1.0' in body
-
-
-@pytest.fixture(scope="module")
-def identity_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The GRID talker swiz3n, with a consent record signed by the session's operator."""
-    import datetime as dt
-
-    from farm.face.identity import create_identity
-    from farm.models import face_manifest
-    from farm.provenance.consent import create_consent, write_consent
-    from farm.provenance.keys import load_operator
-
-    face = media_path("faces/grid_talker_swiz3n_frontal.png")
-    voice = media_path("audio/grid_swiz3n.wav")
-    root = tmp_path_factory.mktemp("identity")
-    consent = root / "consent.yaml"
-    write_consent(
-        create_consent(
-            subject="GRID talker swiz3n",
-            scope=["face", "voice"],
-            purpose="tests",
-            expires=dt.date(2099, 1, 1),
-            face_files=[face],
-            voice_files=[voice],
-            operator=load_operator(),
-        ),
-        consent,
-    )
-    create_identity([face], consent, root / "pack", face_manifest(None), voices=[voice])
-    return root / "pack"
 
 
 def test_identity_job_swaps_revoices_and_labels(identity_pack: Path, tmp_path: Path) -> None:
@@ -268,20 +234,22 @@ def test_identity_job_swaps_revoices_and_labels(identity_pack: Path, tmp_path: P
             "voice": {"mode": "vc"},
         }
     )
-    summary = run_job(spec)
+    summary = run_local(spec)
     s, o = probe(src), probe(out)
     _assert_same_timeline(s, o)
     assert s.audio is not None and o.audio is not None
     assert o.audio.sample_count == s.audio.sample_count
-    assert summary["frames_changed"] >= 0.9 * summary["frames"], "the talker is swapped"
-    voice = summary["voice"]
-    assert voice["mode"] == "vc" and voice["total_samples"] == s.audio.sample_count
-    assert voice["sentences"], "the speech was re-voiced sentence by sentence"
-    for sentence in voice["sentences"]:
-        assert sentence["in_band"] or sentence["notes"]
+    assert summary.frames_changed >= 0.9 * summary.frames, "the talker is swapped"
+    voice = summary.voice
+    assert voice is not None
+    assert voice.mode == "vc" and voice.total_samples == s.audio.sample_count
+    assert voice.sentences, "the speech was re-voiced sentence by sentence"
+    for sentence in voice.sentences:
+        assert sentence.in_band or sentence.notes
+    assert summary.sync.audio_samples == s.audio.sample_count
     report = verify_file(out, load_trust())
     assert report.verdict == "labelled" and report.manifest.trusted
-    assert report.manifest.consent_id == summary["provenance"]["consent_id"] != "none"
+    assert report.manifest.consent_id == summary.provenance.consent_id != "none"
 
 
 def test_bad_consent_stops_the_job_before_any_work(identity_pack: Path, tmp_path: Path) -> None:
@@ -325,7 +293,7 @@ def test_bad_consent_stops_the_job_before_any_work(identity_pack: Path, tmp_path
         {"input": src, "output": out, "work_dir": tmp_path / "work", "face": {"identity": pack}}
     )
     with pytest.raises(ConsentError, match=r"untrusted|not trusted|unknown"):
-        run_job(spec)
+        run_local(spec)
     assert not out.exists() and not (tmp_path / "work").exists()
 
 
@@ -337,7 +305,35 @@ def test_revoicing_a_video_without_audio_still_renders_it(
     spec = JobSpec.model_validate(
         {"input": src, "output": out, "face": {"identity": identity_pack}, "voice": {"mode": "vc"}}
     )
-    summary = run_job(spec)
+    summary = run_local(spec)
     assert out.exists() and probe(out).audio is None
-    assert summary["voice"]["skipped"] is True
-    assert any("no audio stream" in w for w in summary["warnings"])
+    assert summary.voice is not None and summary.voice.skipped is True
+    assert any("no audio stream" in w for w in summary.warnings)
+
+
+@pytest.mark.parametrize("name", ["rotated", "vfr", "surround51"])
+def test_with_debians_ffmpeg_as_the_system_binary(name: str, clips: Path, tmp_path: Path) -> None:
+    """Debian 12's ffmpeg 5.1 cannot restore a rotation: the job picks a binary that can, and
+    uses the system's where it is enough."""
+    import os
+    import shutil
+
+    from farm.media.ffmpeg import probe_ffmpeg
+
+    system = shutil.which("ffmpeg")
+    if system is None:
+        if os.environ.get("FARM_REQUIRE_SYSTEM_TOOLS") == "1":
+            pytest.fail("no system ffmpeg on PATH; FARM_REQUIRE_SYSTEM_TOOLS=1 requires it")
+        pytest.skip("no system ffmpeg on PATH (Debian: apt-get install ffmpeg)")
+    src = make_clip(RECIPES[name], clips)
+    out = tmp_path / f"{name}.mp4"
+    summary = run_local(_spec(src, out, max_shard_s=0.8, min_shard_s=0.2))
+    s, o = probe(src), probe(out)
+    _assert_same_timeline(s, o)
+    _assert_tags(s, o)
+    _assert_audio(s, o)
+    can_rotate = "display_rotation" in probe_ffmpeg(system).capabilities
+    if s.video.rotation and not can_rotate:
+        assert summary.ffmpeg != system, "the system ffmpeg cannot restore the rotation"
+    else:
+        assert summary.ffmpeg == system

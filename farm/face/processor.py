@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from farm.devices import WorkerResources
 from farm.errors import SpecError
 from farm.face.dlib_stack import DlibFaceStack, descriptor_distance
 from farm.face.identity import IdentityPack, analyse_source_face, load_identity, read_image
@@ -49,11 +50,16 @@ class FaceSwapProcessor:
         settings: FaceSettings,
         pack: IdentityPack,
         manifest: ModelManifest,
+        resources: WorkerResources | None = None,
     ) -> None:
         self.settings = settings
         self.pack = pack
         self.timer = StageTimer()
-        self._stack = DlibFaceStack(manifest)
+        resources = resources or WorkerResources()
+        # dlib runs on the CPU whatever device the worker has; the models load once per worker.
+        self._stack = resources.models.get(
+            ("dlib-face-stack", manifest), lambda: DlibFaceStack(manifest)
+        )
         self._reference: np.ndarray | None = None
         if settings.faces == "reference":
             if settings.reference is None:
@@ -164,19 +170,26 @@ def reference_descriptor(stack: DlibFaceStack, image: Path) -> np.ndarray:
     return face.descriptor
 
 
-def build_face_swap_processor(spec: JobSpec) -> FaceSwapProcessor:
+def build_face_swap_processor(
+    spec: JobSpec, resources: WorkerResources | None = None
+) -> FaceSwapProcessor:
     """The ``classic-swap`` processor for a job: loads the identity pack and the face models."""
     settings = spec.face
     if settings is None:
         raise SpecError("the classic-swap processor needs face settings (--identity DIR)")
-    return build_from_settings(settings, models_dir=spec.models_dir)
+    return build_from_settings(settings, models_dir=spec.models_dir, resources=resources)
 
 
 def build_from_settings(
-    settings: FaceSettings, *, models_dir: Path | None = None
+    settings: FaceSettings,
+    *,
+    models_dir: Path | None = None,
+    resources: WorkerResources | None = None,
 ) -> FaceSwapProcessor:
     """Like `build_face_swap_processor`, from the face settings alone (tests, benchmarks)."""
-    return FaceSwapProcessor(settings, load_identity(settings.identity), face_manifest(models_dir))
+    return FaceSwapProcessor(
+        settings, load_identity(settings.identity), face_manifest(models_dir), resources
+    )
 
 
 def shard_context(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from farm.fsutil import AbsolutePath
 
 
 class FaceSettings(BaseModel):
@@ -13,9 +14,11 @@ class FaceSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    identity: Path = Field(description="identity pack directory made by `farm identity create`")
+    identity: AbsolutePath = Field(
+        description="identity pack directory made by `farm identity create`"
+    )
     faces: Literal["all", "largest", "reference"] = "all"
-    reference: Path | None = Field(
+    reference: AbsolutePath | None = Field(
         default=None, description="image of the person to swap when faces='reference'"
     )
     reference_threshold: float = Field(

@@ -19,7 +19,7 @@ import av
 import av.error
 import numpy as np
 
-from farm.errors import MediaError
+from farm.errors import MediaError, SourceUnavailable
 from farm.media.probe import ColorTags
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,10 @@ def decode_range(
                 expected += 1
                 if expected == stop:
                     return
+    except OSError as exc:  # PyAV's I/O errors are OSErrors too: the file went away, a mount hiccup
+        raise SourceUnavailable(
+            f"{path}: reading frames [{start}, {stop}) failed: {exc.strerror or exc}"
+        ) from None
     except av.error.FFmpegError as exc:
         raise MediaError(f"{path}: decoding frames [{start}, {stop}) failed: {exc}") from None
     if expected != stop:

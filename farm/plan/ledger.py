@@ -1,7 +1,8 @@
 """The job ledger: the plan written before any work, and what is done, updated atomically.
 
 Resume is subtraction: shards recorded as done whose file still holds the planned number of
-frames are skipped; everything else runs again. A ledger written for another job (different
+frames are skipped, and so are voiced sentences whose file still holds their samples; everything
+else runs again. A ledger written for another job (different
 spec or input) is never reused silently.
 """
 
@@ -94,6 +95,18 @@ class Ledger:
 
     def forget(self, name: str) -> None:
         if self.data["done"].pop(name, None) is not None:
+            self.save()
+
+    def sentence_records(self) -> dict[int, dict[str, Any]]:
+        """Voiced sentences by index (the voice stage's counterpart of `done_names`)."""
+        return {int(k): v for k, v in self.data.get("sentences", {}).items()}
+
+    def mark_sentence(self, index: int, record: dict[str, Any]) -> None:
+        self.data.setdefault("sentences", {})[str(index)] = record
+        self.save()
+
+    def forget_sentence(self, index: int) -> None:
+        if self.data.get("sentences", {}).pop(str(index), None) is not None:
             self.save()
 
     def mark_output(self, record: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
 """The append-only audit log of jobs (SQLite by default).
 
-Each row records a job's identity, consent id, operator key and the sha256 of its inputs and
-outputs, plus a hash chain (`entry_hash` = sha256 of the previous hash and the row), so deleting or
-editing a row is detectable with `verify_chain`. Triggers refuse UPDATE and DELETE outright.
+Each row records a job's id and the run (submission) that produced it, its identity, consent id,
+operator key and the sha256 of its inputs and outputs, plus a hash chain (`entry_hash` = sha256
+of the previous hash and the row), so deleting or editing a row is detectable with
+`verify_chain`. Triggers refuse UPDATE and DELETE outright.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class AuditEntry:
     seq: int
     recorded_at: str
     job_id: str
+    run_id: str
     identity: str
     consent_id: str
     operator_key_id: str
@@ -61,6 +63,11 @@ def _entry_hash(prev_hash: str, fields: list[str]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def _chained(fields: list[str], run_id: str) -> list[str]:
+    """The hashed fields; entries from before run ids existed hash without one."""
+    return [*fields, run_id] if run_id else fields
+
+
 class AuditLog:
     """An append-only job log in one SQLite file; open it where you append, close it after."""
 
@@ -70,6 +77,9 @@ class AuditLog:
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None)
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            if "run_id" not in columns:  # logs written before runs had ids
+                self._db.execute("ALTER TABLE jobs ADD COLUMN run_id TEXT NOT NULL DEFAULT ''")
         except sqlite3.Error as exc:
             raise AuditError(f"cannot open audit log {path}: {exc}") from None
 
@@ -86,13 +96,14 @@ class AuditLog:
         self,
         *,
         job_id: str,
+        run_id: str = "",
         identity: str,
         consent_id: str,
         operator_key_id: str,
         input_sha256: Mapping[str, str],
         output_sha256: Mapping[str, str],
     ) -> AuditEntry:
-        """Record one finished job; returns the stored entry."""
+        """Record one job's output (before it is committed); returns the stored entry."""
         recorded_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         inputs = json.dumps(dict(input_sha256), sort_keys=True)
         outputs = json.dumps(dict(output_sha256), sort_keys=True)
@@ -102,11 +113,12 @@ class AuditLog:
             row = self._db.execute(last).fetchone()
             prev_hash = row[0] if row else GENESIS
             fields = [recorded_at, job_id, identity, consent_id, operator_key_id, inputs, outputs]
-            entry_hash = _entry_hash(prev_hash, fields)
+            entry_hash = _entry_hash(prev_hash, _chained(fields, run_id))
             cursor = self._db.execute(
                 "INSERT INTO jobs (recorded_at, job_id, identity, consent_id, operator_key_id, "
-                "input_sha256, output_sha256, prev_hash, entry_hash) VALUES (?,?,?,?,?,?,?,?,?)",
-                (*fields, prev_hash, entry_hash),
+                "input_sha256, output_sha256, prev_hash, entry_hash, run_id) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (*fields, prev_hash, entry_hash, run_id),
             )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -117,6 +129,7 @@ class AuditLog:
             seq=int(cursor.lastrowid or 0),
             recorded_at=recorded_at,
             job_id=job_id,
+            run_id=run_id,
             identity=identity,
             consent_id=consent_id,
             operator_key_id=operator_key_id,
@@ -129,13 +142,14 @@ class AuditLog:
     def entries(self) -> list[AuditEntry]:
         rows = self._db.execute(
             "SELECT seq, recorded_at, job_id, identity, consent_id, operator_key_id, "
-            "input_sha256, output_sha256, prev_hash, entry_hash FROM jobs ORDER BY seq"
+            "input_sha256, output_sha256, prev_hash, entry_hash, run_id FROM jobs ORDER BY seq"
         ).fetchall()
         return [
             AuditEntry(
                 seq=r[0],
                 recorded_at=r[1],
                 job_id=r[2],
+                run_id=r[10],
                 identity=r[3],
                 consent_id=r[4],
                 operator_key_id=r[5],
@@ -160,7 +174,8 @@ class AuditLog:
                 json.dumps(entry.input_sha256, sort_keys=True),
                 json.dumps(entry.output_sha256, sort_keys=True),
             ]
-            if entry.prev_hash != prev_hash or _entry_hash(prev_hash, fields) != entry.entry_hash:
+            expected = _entry_hash(prev_hash, _chained(fields, entry.run_id))
+            if entry.prev_hash != prev_hash or expected != entry.entry_hash:
                 raise AuditError(
                     f"audit log {self.path} is broken at entry {entry.seq} (job {entry.job_id}): "
                     "a row was edited or removed"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Sequence
@@ -24,18 +23,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from farm.errors import ConsentError
+from farm.fsutil import sha256_file
 from farm.provenance.keys import Operator, TrustList, verify_signature
 
 Scope = Literal["face", "voice"]
 SCOPES: tuple[Scope, ...] = ("face", "voice")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class MediaHash(BaseModel):

@@ -1,51 +1,15 @@
 """The voice stage: re-voice a video's speech sentence by sentence with sample-exact timing.
 
-Public API (plain functions over float32 (samples, channels) numpy arrays; integer sample offsets):
-`decide_voice_stage`, `plan_voice`, `prepare_target`, `synthesize_sentence`, `fit_sentence`,
-`assemble_timeline`, `revoice`, `sentence_seed`. Ray-free: `actors/` wraps these.
+Modules (import them directly; this package stays light because `farm.spec` imports its
+settings, and the DSP modules pull in SciPy):
+
+- `farm.voice.settings`   `VoiceSettings`, the voice part of a `JobSpec`
+- `farm.voice.stage`      `decide_voice_stage`, `plan_voice`, `prepare_target`,
+                          `synthesize_sentence`, `finish_voice`, `sentence_seed`
+- `farm.voice.fit`        `fit_sentence`, `assemble_timeline` (integer sample offsets)
+- `farm.voice.synth`      the `VoiceSynth` registry (`vc`, `gpt-sovits`, `espeak`)
+- `farm.voice.model`      value objects: `Sentence`, `VoicePlan`, `VoiceReport`, ...
+
+Plain functions over float32 (samples, channels) numpy arrays; Ray-free: `farm.pipeline.voice`
+cuts them into the units a runner executes.
 """
-
-from farm.voice.fit import assemble_timeline, fit_sentence
-from farm.voice.model import (
-    FittedSentence,
-    Sentence,
-    SentenceAudio,
-    SentenceReport,
-    StageDecision,
-    VoicePlan,
-    VoiceProfile,
-    VoiceReport,
-)
-from farm.voice.settings import VoiceSettings
-from farm.voice.stage import (
-    decide_voice_stage,
-    plan_voice,
-    prepare_target,
-    revoice,
-    sentence_seed,
-    synthesize_sentence,
-)
-from farm.voice.synth import SYNTH_BACKENDS, VoiceSynth, create_synth
-
-__all__ = [
-    "SYNTH_BACKENDS",
-    "FittedSentence",
-    "Sentence",
-    "SentenceAudio",
-    "SentenceReport",
-    "StageDecision",
-    "VoicePlan",
-    "VoiceProfile",
-    "VoiceReport",
-    "VoiceSettings",
-    "VoiceSynth",
-    "assemble_timeline",
-    "create_synth",
-    "decide_voice_stage",
-    "fit_sentence",
-    "plan_voice",
-    "prepare_target",
-    "revoice",
-    "sentence_seed",
-    "synthesize_sentence",
-]

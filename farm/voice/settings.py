@@ -7,10 +7,11 @@ groups (`SlicerSettings`, `FitSettings`, ...) are frozen as well; change them wi
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from farm.fsutil import AbsolutePath
 
 VoiceMode = Literal["keep", "vc", "tts"]
 TtsBackend = Literal["gpt-sovits", "espeak"]
@@ -132,7 +133,7 @@ class GptSovitsSettings(BaseModel):
     top_p: float = Field(default=1.0, ge=0, le=1)
     temperature: float = Field(default=1.0, ge=0, le=1)
     repetition_penalty: float = Field(default=1.35, ge=0)
-    reference_dir: Path | None = Field(
+    reference_dir: AbsolutePath | None = Field(
         default=None,
         description="where trimmed or merged references are written (default: system temp dir); "
         "the server must be able to read it",
@@ -156,7 +157,7 @@ class AsrSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     backend: AsrBackend = "none"
-    model_dir: Path | None = Field(
+    model_dir: AbsolutePath | None = Field(
         default=None, description="local faster-whisper (CTranslate2) model"
     )
     device: str = "cpu"
@@ -171,12 +172,12 @@ class VoiceSettings(BaseModel):
 
     mode: VoiceMode = "keep"
     tts_backend: TtsBackend = "espeak"
-    transcript: Path | None = None
+    transcript: AbsolutePath | None = None
     language: str = Field(default="en", description="language of the sentences' text")
     separator: SeparatorName = Field(
         default="none", description="'none' keeps no background; 'stems' reads background_stem"
     )
-    background_stem: Path | None = Field(
+    background_stem: AbsolutePath | None = Field(
         default=None, description="user-supplied background (music and effects) for separator=stems"
     )
     peak_range_dbfs: tuple[float, float] = Field(

@@ -5,12 +5,13 @@ The spine calls, in order::
     decide_voice_stage(audio, settings)            -> StageDecision (skip when there is no audio)
     plan_voice(audio, sr, settings, transcript, N)  -> VoicePlan     (once, in the driver)
     prepare_target(settings, voice_refs)            -> VoiceProfile  (once; pass to every task)
-    synthesize_sentence(...)                        -> SentenceAudio (one Ray task per sentence)
+    synthesize_sentence(...)                        -> SentenceAudio (one unit per sentence)
     fit_sentence(...)                               -> FittedSentence
-    assemble_timeline(N, channels, sr, fitted, bg)  -> (PCM exactly N samples long, reports)
+    finish_voice(fitted, settings, N, ...)          -> (PCM exactly N samples long, report)
 
-`revoice` runs all of them in-process. Audio is float32 (samples, channels) at the video's own
-sample rate; every offset is an integer sample.
+`farm.pipeline.voice` cuts these into the units a runner executes (in-process or on Ray); the
+same steps run everywhere. Audio is float32 (samples, channels) at the video's own sample rate;
+every offset is an integer sample.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from farm.errors import MediaError, SpecError
 from farm.voice.asr import ASR_SAMPLE_RATE, Transcriber, create_transcriber
-from farm.voice.fit import assemble_timeline, fit_sentence
+from farm.voice.fit import assemble_timeline
 from farm.voice.model import (
     FittedSentence,
     Sentence,
@@ -39,7 +40,6 @@ from farm.voice.separate import create_separator
 from farm.voice.settings import VoiceSettings
 from farm.voice.signal import (
     as_2d,
-    fit_length_2d,
     peak_normalise_gain,
     resample,
     speech_bounds,
@@ -306,106 +306,32 @@ def synthesize_sentence(
     )
 
 
-def revoice(
-    audio: np.ndarray | None,
-    sample_rate: int,
-    settings: VoiceSettings,
-    voice_refs: Sequence[Path],
-    total_samples: int,
-    job_seed: int,
-    *,
-    transcript_path: Path | None = None,
-    transcriber: Transcriber | None = None,
-) -> tuple[np.ndarray, VoiceReport]:
-    """The whole voice stage in-process: (float32 (total_samples, channels), report).
-
-    Without audio the result has zero channels and the report says the stage was skipped; in
-    `keep` mode the original is returned, cut or padded to `total_samples`.
-    """
-    decision = decide_voice_stage(audio, settings)
-    backend = settings.backend_name()
-    if not decision.run:
-        if audio is None or audio.size == 0:
-            out = np.zeros(
-                (total_samples, 0 if audio is None else as_2d(audio).shape[1]), np.float32
-            )
-        else:
-            out = fit_length_2d(audio, total_samples)
-        return out, VoiceReport(
-            mode=settings.mode,
-            backend=backend,
-            sample_rate=sample_rate,
-            channels=out.shape[1],
-            total_samples=total_samples,
-            warnings=(decision.reason,),
-            skipped=True,
-        )
-    assert audio is not None  # decide_voice_stage ran
-    timings: dict[str, float] = {}
-    began = time.perf_counter()
-    plan = plan_voice(
-        audio, sample_rate, settings, transcript_path, total_samples, transcriber=transcriber
-    )
-    timings["plan"] = time.perf_counter() - began
-    warnings = list(plan.warnings)
-    began = time.perf_counter()
-    target = prepare_target(settings, voice_refs) if plan.sentences else None
-    timings["target"] = time.perf_counter() - began
-    fitted: list[FittedSentence] = []
-    synth_s = fit_s = 0.0
-    for sentence in plan.sentences:
-        if not voiceable(sentence, settings):
-            warnings.append(
-                f"sentence {sentence.index} at {sentence.speech_start_sample / sample_rate:.3f} s "
-                "has no text; left silent"
-            )
-            continue
-        t0 = time.perf_counter()
-        voiced = synthesize_sentence(
-            sentence,
-            plan.sentence_source(sentence),
-            sample_rate,
-            voice_refs,
-            settings,
-            sentence_seed(job_seed, sentence.index),
-            target=target,
-            source_profile=plan.source_profile,
-        )
-        t1 = time.perf_counter()
-        fitted.append(
-            fit_sentence(
-                sentence, voiced, plan.sentence_original(sentence), sample_rate, settings.fit
-            )
-        )
-        synth_s += t1 - t0
-        fit_s += time.perf_counter() - t1
-    timings["synthesize"] = synth_s
-    timings["fit"] = fit_s
-    return finish_voice(plan, fitted, settings, warnings, timings)
-
-
 def voiceable(sentence: Sentence, settings: VoiceSettings) -> bool:
     """Text-to-speech needs text; conversion (`vc`) voices every sentence."""
     return settings.backend_name() == "vc" or bool((sentence.text or "").strip())
 
 
 def finish_voice(
-    plan: VoicePlan,
     fitted: Sequence[FittedSentence],
     settings: VoiceSettings,
+    *,
+    total_samples: int,
+    channels: int,
+    sample_rate: int,
+    background: np.ndarray | None,
     warnings: Sequence[str],
     timings: dict[str, float],
 ) -> tuple[np.ndarray, VoiceReport]:
-    """Place every fitted sentence on one timeline (exactly `plan.total_samples`) and report."""
+    """Place every fitted sentence on one timeline (exactly `total_samples`) and report."""
     notes = list(warnings)
     began = time.perf_counter()
     ordered = sorted(fitted, key=lambda f: f.start_sample)
     timeline, reports = assemble_timeline(
-        plan.total_samples,
-        plan.channels,
-        plan.sample_rate,
+        total_samples,
+        channels,
+        sample_rate,
         ordered,
-        plan.background,
+        background,
         background_gain=settings.fit.background_gain,
     )
     timings["assemble"] = time.perf_counter() - began
@@ -416,9 +342,9 @@ def finish_voice(
     return timeline, VoiceReport(
         mode=settings.mode,
         backend=settings.backend_name(),
-        sample_rate=plan.sample_rate,
-        channels=plan.channels,
-        total_samples=plan.total_samples,
+        sample_rate=sample_rate,
+        channels=channels,
+        total_samples=total_samples,
         sentences=tuple(reports),
         warnings=tuple(notes),
         clipped_samples=clipped,

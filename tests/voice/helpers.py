@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pyworld as pw
 import soundfile as sf
 
+from farm.pipeline.voice import voice_track_in_process
+from farm.voice.model import VoiceReport
+from farm.voice.settings import VoiceSettings
 from tests.conftest import media_path
 
 
@@ -53,3 +57,14 @@ def write_tone(path: Path, seconds: float, sample_rate: int = 16000, freq: float
     wave = sum(np.sin(2 * np.pi * freq * k * t) / k for k in range(1, 12))
     sf.write(str(path), (0.2 * wave).astype(np.float32), sample_rate, subtype="PCM_16")
     return path
+
+
+def revoice(
+    audio: np.ndarray,
+    sample_rate: int,
+    settings: VoiceSettings,
+    voice_refs: Sequence[Path],
+    work_dir: Path,
+) -> tuple[np.ndarray, VoiceReport]:
+    """The voice stage on one track through the units production runs."""
+    return voice_track_in_process(audio, sample_rate, settings, voice_refs, work_dir)

@@ -18,7 +18,7 @@ from farm.errors import MediaError, ShardFailed, SpecError
 from farm.voice.model import Sentence
 from farm.voice.references import ReferenceClip, choose_reference
 from farm.voice.settings import GptSovitsSettings, VoiceSettings
-from farm.voice.stage import plan_voice, revoice, sentence_seed, synthesize_sentence
+from farm.voice.stage import plan_voice, sentence_seed, synthesize_sentence
 from farm.voice.synth.gpt_sovits import (
     GptSovitsRejected,
     GptSovitsUnavailable,
@@ -26,7 +26,7 @@ from farm.voice.synth.gpt_sovits import (
 )
 from tests.conftest import media_path
 from tests.voice.fake_gpt_sovits import OUTPUT_RATE, FakeServer
-from tests.voice.helpers import load_mono, write_tone
+from tests.voice.helpers import load_mono, revoice, write_tone
 
 
 @pytest.fixture
@@ -228,10 +228,10 @@ def test_tts_over_subtitles_places_each_cue_at_its_sample(
         "2\n00:00:04,500 --> 00:00:09,500\nwith which we are at present concerned\n",
         encoding="utf-8",
     )
-    cfg = _settings(server.url, tmp_path)
-    total = audio.size + 500
+    cfg = _settings(server.url, tmp_path).model_copy(update={"transcript": srt})
+    total = audio.size
     plan = plan_voice(audio[:, None], rate, cfg, srt, total)
-    out, report = revoice(audio[:, None], rate, cfg, refs, total, job_seed=3, transcript_path=srt)
+    out, report = revoice(audio[:, None], rate, cfg, refs, tmp_path / "work")
     assert out.shape == (total, 1)
     assert [r.start_sample for r in report.sentences] == [
         s.speech_start_sample for s in plan.sentences

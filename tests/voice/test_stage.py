@@ -9,14 +9,15 @@ import pytest
 from pydantic import ValidationError
 
 from farm.errors import MediaError, ModelError, SpecError
+from farm.pipeline.voice import voice_units_from_pcm
 from farm.voice.asr import check_model_dir, create_transcriber
 from farm.voice.settings import AsrSettings, EspeakSettings, SlicerSettings, VoiceSettings
-from farm.voice.stage import decide_voice_stage, plan_voice, revoice
+from farm.voice.stage import decide_voice_stage, plan_voice
 from farm.voice.synth import SYNTH_BACKENDS, create_synth
 from farm.voice.synth.espeak import espeak_command
 from farm.voice.transcript import align_text, read_transcript
 from tests.conftest import media_path
-from tests.voice.helpers import load_mono
+from tests.voice.helpers import load_mono, revoice
 
 REFS = [media_path("audio/ljspeech_LJ001-0003.wav")]
 VC = VoiceSettings(mode="vc")
@@ -26,34 +27,26 @@ LJ1_TEXT = (
 )
 
 
-def test_no_audio_track_skips_the_stage_and_says_so() -> None:
+def test_no_audio_track_skips_the_stage_and_says_so(tmp_path: Path) -> None:
     for audio in (None, np.zeros((0, 2), np.float32), np.zeros((100, 0), np.float32)):
         decision = decide_voice_stage(audio, VC)
         assert not decision.run and "no audio track" in decision.reason
     assert not decide_voice_stage(np.ones((10, 1), np.float32), VoiceSettings()).run  # keep
     assert decide_voice_stage(np.ones((10, 1), np.float32), VC).run
-    out, report = revoice(None, 48000, VC, REFS, 4800, 1)
-    assert out.shape == (4800, 0) and report.skipped and "no audio track" in report.warnings[0]
+    units = voice_units_from_pcm(
+        np.zeros((0, 2), np.float32), 48000, VC, tuple(REFS), job_id="0" * 12, work_dir=tmp_path
+    )
+    assert units.skipped and "no audio track" in units.skipped and not units.tasks
 
 
-def test_keep_mode_passes_the_audio_through_at_the_exact_length() -> None:
-    audio = np.random.default_rng(0).uniform(-0.5, 0.5, (1000, 2)).astype(np.float32)
-    out, report = revoice(audio, 48000, VoiceSettings(), [], 1200, 1)
-    assert out.shape == (1200, 2) and report.skipped
-    np.testing.assert_array_equal(out[:1000], audio)
-    assert not out[1000:].any()
-    out, _ = revoice(audio, 48000, VoiceSettings(), [], 900, 1)
-    np.testing.assert_array_equal(out, audio[:900])
-
-
-def test_silent_audio_gives_silence_of_the_exact_length_and_a_warning() -> None:
-    audio = np.zeros((48000 * 2, 2), np.float32)
-    out, report = revoice(audio, 48000, VC, REFS, 48000 * 2 + 7, 1)
+def test_silent_audio_gives_silence_of_the_exact_length_and_a_warning(tmp_path: Path) -> None:
+    audio = np.zeros((48000 * 2 + 7, 2), np.float32)
+    out, report = revoice(audio, 48000, VC, REFS, tmp_path)
     assert out.shape == (96007, 2) and not out.any()
     assert report.sentences == () and any("no speech" in w for w in report.warnings)
 
 
-def test_over_music_the_background_stem_is_mixed_back_exactly() -> None:
+def test_over_music_the_background_stem_is_mixed_back_exactly(tmp_path: Path) -> None:
     mix, rate = load_mono("mix/speech_over_music_mix_12s.wav")
     music, _ = load_mono("mix/stem_music_brahms_hungarian_dance5_12s.wav")
     stem_path = media_path("mix/stem_music_brahms_hungarian_dance5_12s.wav")
@@ -64,7 +57,7 @@ def test_over_music_the_background_stem_is_mixed_back_exactly() -> None:
     assert plan.background is not None and plan.sentences
     assert plan.sentences[0].speech_start_sample >= int(0.99 * rate)
     assert plan.sentences[-1].speech_stop_sample <= int(10.68 * rate)
-    out, report = revoice(mix[:, None], rate, cfg, REFS, total, 2)
+    out, report = revoice(mix[:, None], rate, cfg, REFS, tmp_path)
     assert out.shape == (total, 1)
     voiced = np.zeros(total, dtype=bool)
     for rep in report.sentences:

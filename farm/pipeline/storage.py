@@ -1,0 +1,87 @@
+"""Shared storage, checked rather than assumed.
+
+Data moves by path: a worker opens the source and the identity pack itself and writes its shard
+into the job's work directory. Before any unit runs, every node that will run one proves it can
+read what the job reads and write where it writes (`check_access`, run on each node by the
+runner); a node that cannot gets a `StorageError` naming the node and the path.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from farm.errors import StorageError
+from farm.pipeline.plan import JobPlan
+
+
+@dataclass(frozen=True)
+class StorageAccess:
+    """The paths a job's workers read and the directories they write."""
+
+    read: tuple[Path, ...]
+    write: tuple[Path, ...]
+
+
+def storage_access(plan: JobPlan) -> StorageAccess:
+    """What the units of ``plan`` touch on a worker's node."""
+    spec = plan.spec
+    read: list[Path] = [plan.info.path]
+    if spec.face is not None:
+        read.append(spec.face.identity)
+        if spec.face.reference is not None:
+            read.append(spec.face.reference)
+    for extra in (spec.voice.transcript, spec.voice.background_stem, spec.models_dir):
+        if extra is not None:
+            read.append(extra)
+    return StorageAccess(read=tuple(read), write=(plan.work_dir,))
+
+
+def _read_problem(path: Path) -> str | None:
+    try:
+        if path.is_dir():
+            os.listdir(path)
+        else:
+            with open(path, "rb") as handle:
+                handle.read(1)
+    except OSError as exc:
+        return f"cannot read {path} ({exc.strerror or exc})"
+    return None
+
+
+def _write_problem(directory: Path) -> str | None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".farm-storage-check-"):
+            pass
+    except OSError as exc:
+        return f"cannot write {directory} ({exc.strerror or exc})"
+    return None
+
+
+def check_access(access: StorageAccess) -> list[tuple[str, str]]:
+    """Every (path, problem) this machine has with ``access``; empty when all is reachable."""
+    problems: list[tuple[str, str]] = []
+    for path in access.read:
+        problem = _read_problem(path)
+        if problem:
+            problems.append((str(path), problem))
+    for directory in access.write:
+        problem = _write_problem(directory)
+        if problem:
+            problems.append((str(directory), problem))
+    return problems
+
+
+def storage_error(node: str, problems: list[tuple[str, str]]) -> StorageError:
+    """The one-line error for a node's first problem (and how many more it has)."""
+    path, problem = problems[0]
+    more = f" (and {len(problems) - 1} more path(s))" if len(problems) > 1 else ""
+    return StorageError(
+        f"node {node} {problem}{more}: inputs, identity packs and work directories must be on "
+        "storage that every node mounts at the same path",
+        node=node,
+        path=path,
+    )

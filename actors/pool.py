@@ -310,7 +310,8 @@ class UnitPool:
     def stop(self) -> None:
         """Cancel what is still running, wait a little, give every worker back to the fleet.
 
-        Workers whose units did not stop in time (hung, or deaf to cancellation) are stopped.
+        Workers whose units did not stop in time (hung, or deaf to cancellation) are stopped;
+        the others, still starting ones included, stay warm for the next job.
         """
         refs = list(self._inflight)
         for ref in refs:
@@ -320,6 +321,5 @@ class UnitPool:
             _, pending = ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_S)
             stuck = {self._inflight[ref].slot.slot_id for ref in pending}
         self._inflight.clear()
-        stuck |= {s.slot_id for s in self.slots if s.ready_ref is not None and not s.dropped}
         self.fleet.release.remote(self.run_id, sorted(stuck))
         self.slots = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -160,14 +161,16 @@ class RayRunner:
             start_timeout_s=spec.cluster.actor_start_timeout_s,
             on_retry=on_retry,
         )
-        kinds = {"video" if isinstance(u, ShardTask) else "voice" for u in units}
+        # Workers were leased before the job knew its units: keep no more than can be busy
+        # (none for a stage with no units, e.g. a silent track), give the rest back at once.
+        counts = Counter("video" if isinstance(u, ShardTask) else "voice" for u in units)
         surplus: list[str] = []
         for request, leased in self._acquired:
-            takes = {"video", "voice"} if request.kind == "any" else {request.kind}
-            if takes & kinds:
-                pool.add(leased, request.kind, request.shape)
-            else:  # e.g. voice workers for a track that turned out silent
-                surplus += [slot_id for slot_id, _ in leased]
+            takes = ("video", "voice") if request.kind == "any" else (request.kind,)
+            useful = min(len(leased), sum(counts[k] for k in takes))
+            if useful:
+                pool.add(leased[:useful], request.kind, request.shape)
+            surplus += [slot_id for slot_id, _ in leased[useful:]]
         if surplus:
             self.fleet.release.remote(self.run_id, None, surplus)
         last = 0.0

@@ -16,6 +16,7 @@ import ray
 from farm.devices import Device, WorkerResources
 from farm.pipeline.storage import StorageAccess, check_access
 from farm.pipeline.units import Unit, UnitResult, UnitWorker
+from farm.render import ShardResult
 from farm.spec import JobSpec
 
 
@@ -88,9 +89,12 @@ class FarmWorker:
         context = ray.get_runtime_context()
         # ray.cancel sets a flag on a running actor task; the unit checks it between batches.
         result = self.worker.run(spec, unit, on_frames, should_stop=context.is_canceled)
-        stage = "video" if hasattr(result, "frames") else "voice"
-        if board is not None and stage == "video":
-            board.forget.remote(unit.shard.name)  # type: ignore[union-attr]
-        self._frames.inc(getattr(result, "frames", 0) or 1, tags={"stage": stage})
-        self._unit_seconds.observe(result.seconds, tags={"stage": stage})
+        if isinstance(result, ShardResult):
+            if board is not None:
+                board.forget.remote(result.name)
+            self._frames.inc(result.frames, tags={"stage": "video"})
+            self._unit_seconds.observe(result.seconds, tags={"stage": "video"})
+        else:
+            self._frames.inc(1, tags={"stage": "voice"})  # one sentence
+            self._unit_seconds.observe(result.seconds, tags={"stage": "voice"})
         return result

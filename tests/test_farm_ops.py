@@ -154,20 +154,24 @@ def test_killed_driver_resumes_a_face_swap_job_identically(
     assert _packets(out) == _packets(reference)
 
 
-def test_ctrl_c_cancels_cleanly_and_resume_finishes(tmp_path: Path) -> None:
-    src = make_clip(ClipRecipe("interrupted", seconds=30.0, size="320x240"), tmp_path)
-    work = tmp_path / "work"
-    out = tmp_path / "out.mp4"
-    args = ["--passthrough", "--workers", "1", "--max-shard-seconds", "1"]
-    proc = subprocess.Popen(
+def _start_slow_run(src: Path, out: Path, work: Path) -> subprocess.Popen[str]:
+    """`farm run` of a passthrough job on one worker, one-second shards, in its own session."""
+    return subprocess.Popen(
         [sys.executable, "-m", "cli.main", "run", str(src), "-o", str(out), "--work-dir",
-         str(work), *args],
+         str(work), "--passthrough", "--workers", "1", "--max-shard-seconds", "1"],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )  # fmt: skip
+
+
+def test_ctrl_c_cancels_cleanly_and_resume_finishes(tmp_path: Path) -> None:
+    src = make_clip(ClipRecipe("interrupted", seconds=30.0, size="320x240"), tmp_path)
+    work = tmp_path / "work"
+    out = tmp_path / "out.mp4"
+    proc = _start_slow_run(src, out, work)
     done = _wait_for_done(work / "ledger.json", 2)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
     _, stderr = proc.communicate(timeout=120)
@@ -184,15 +188,7 @@ def test_a_source_that_vanishes_mid_job_ends_in_one_line(tmp_path: Path) -> None
     src = make_clip(ClipRecipe("vanishing", seconds=30.0, size="320x240"), tmp_path)
     work = tmp_path / "work"
     out = tmp_path / "out.mp4"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "run", str(src), "-o", str(out), "--work-dir",
-         str(work), "--passthrough", "--workers", "1", "--max-shard-seconds", "1"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )  # fmt: skip
+    proc = _start_slow_run(src, out, work)
     _wait_for_done(work / "ledger.json", 2)
     src.unlink()  # the mount went away
     _, stderr = proc.communicate(timeout=240)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from farm.chaos import ChaosSettings
 from farm.devices import Device, WorkerResources
 from farm.errors import Cancelled
 from farm.pipeline.plan import prepare_job, shard_task
@@ -20,7 +21,7 @@ from farm.pipeline.units import schedule_units
 from farm.pipeline.voice import SentenceResult, pending_sentences, plan_voice_units
 from farm.processing import FrameProcessor, IdentityProcessor, build_processors
 from farm.provenance.audit import AuditLog
-from farm.spec import JobSpec
+from farm.spec import ClusterSettings, JobSpec
 from tests.clips import ClipRecipe, make_clip, make_speech_clip
 
 
@@ -194,3 +195,27 @@ def test_audit_logs_from_before_run_ids_still_verify(tmp_path: Path) -> None:
         )  # fmt: skip
         audit.verify_chain()
         assert [e.run_id for e in audit.entries()] == ["", "r1"] and entry.run_id == "r1"
+
+
+def test_execution_settings_are_not_the_jobs_identity(tmp_path: Path) -> None:
+    base = _passthrough(tmp_path / "in.mp4", tmp_path / "out.mp4")
+    varied = base.model_copy(
+        update={
+            "output": tmp_path / "elsewhere.mov",
+            "work_dir": tmp_path / "work",
+            "metrics_port": 9187,
+            "chaos": ChaosSettings(marker_dir=tmp_path, hang_unit="shard 00001"),
+            "cluster": ClusterSettings(
+                address="auto",
+                device="cuda",
+                video_workers=7,
+                cpus_per_worker=2,
+                gpus_per_worker=0.25,
+                shard_timeout_s=5,
+                voice_gpus_per_worker=1,
+            ),
+        }
+    )
+    assert varied.content_hash() == base.content_hash()
+    other = base.model_copy(update={"video": base.video.model_copy(update={"crf": 20})})
+    assert other.content_hash() != base.content_hash()

@@ -17,7 +17,9 @@ import ray
 from actors.job_actor import follow, submit_job
 from farm.batch import BatchEntry
 from farm.errors import FarmError
+from farm.pipeline.preflight import preflight
 from farm.pipeline.progress import Event
+from farm.plan.ledger import with_resume_hint
 
 
 @dataclass(frozen=True)
@@ -56,13 +58,15 @@ def run_batch(
                 cluster = spec.cluster.model_copy(update={"video_workers": share})
                 spec = spec.model_copy(update={"cluster": cluster})
             try:
+                preflight(spec)  # a bad row fails in seconds, without a job actor
                 run_id, handle = submit_job(spec)
                 outcome = follow(
                     handle, (lambda e: on_event(entry.name, e)) if on_event else (lambda e: None)
                 )
                 ray.kill(handle)
                 if outcome.error is not None:
-                    error = outcome.error.one_line()
+                    hinted = with_resume_hint(outcome.error, outcome.status.work_dir)
+                    error = hinted.one_line()
                 elif outcome.report is not None:
                     job_id = outcome.report.job_id
             except FarmError as exc:

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     verify = farm(env, "verify", str(output))
     print(verify.stdout.strip())
     print(f"demo: wrote {summary['output']}")
-    print(f"demo: report {output.with_name(output.stem + '.report.json')}")
+    print(f"demo: report {output.with_name(output.name + '.report.json')}")
     voice = summary.get("voice") or {}
     print(
         f"demo: {summary['frames']} frames in {summary['shards']} shards "

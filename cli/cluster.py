@@ -56,7 +56,7 @@ def batch(
     from actors.runtime import ray_session
 
     console = Console(stderr=True)
-    with ray_session(address, log_to_driver=False):
+    with ray_session(address):
         results = run_batch(
             entries,
             concurrency=concurrency,

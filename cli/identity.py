@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from cli.errors import fail
 from farm.errors import FarmError
 
 identity_app = typer.Typer(help="Identity packs: who may be put into a video, with their consent.")
@@ -56,8 +57,7 @@ def create(
             list(face), consent, output, face_manifest(models_dir), voices=list(voice or [])
         )
     except FarmError as exc:
-        typer.echo(f"error: {exc.one_line()}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
     for warning in created.warnings:
         typer.echo(f"warning: {warning}", err=True)
     pack = created.pack

@@ -53,14 +53,18 @@ def follow_in_terminal(
             ray.get(handle.cancel.remote())
             outcome = follow(handle, on_event)
     if outcome.error is not None:
-        raise outcome.error
+        from farm.plan.ledger import with_resume_hint
+
+        raise with_resume_hint(outcome.error, outcome.status.work_dir)
     report = outcome.report
     if report is None:
         raise FarmError(f"run {run_id} ended without a report")
     if not as_json:
+        shards = f"{report.shards} shard{'s' if report.shards != 1 else ''}"
         console.print(
-            f"wrote {report.output} ({report.frames} frames, {report.shards} shards, "
-            f"{report.stage_seconds.get('job_s', 0):.1f} s)"
+            f"wrote {report.output}: {report.frames} frames in {shards}, "
+            f"{report.stage_seconds.get('job_s', 0):.1f} s wall time",
+            soft_wrap=True,
         )
     return report
 
@@ -76,7 +80,7 @@ def jobs(
     from actors.job_actor import list_jobs
     from actors.runtime import ray_session
 
-    with ray_session(address, log_to_driver=False):
+    with ray_session(address):
         statuses = list_jobs()
     if as_json:
         print(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2))
@@ -109,7 +113,7 @@ def watch(
     from actors.job_actor import find_job
     from actors.runtime import ray_session
 
-    with ray_session(address, log_to_driver=False):
+    with ray_session(address):
         handle = find_job(job)
         status = ray.get(handle.status.remote())
         report = follow_in_terminal(handle, status.run_id, as_json=as_json)
@@ -134,7 +138,7 @@ def cancel(
     from actors.job_actor import find_job
     from actors.runtime import ray_session
 
-    with ray_session(address, log_to_driver=False):
+    with ray_session(address):
         handle = find_job(job)
         status = ray.get(handle.status.remote())
         if status.finished:

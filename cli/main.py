@@ -6,6 +6,7 @@ them, so `farm --help` answers at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli.errors import error_line
 from farm.errors import Cancelled, FarmError, SpecError, record_unexpected
 
 if TYPE_CHECKING:
@@ -28,6 +30,36 @@ app = typer.Typer(
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+
+RUN_FLAGS = {
+    "input": "INPUT",
+    "output": "--output",
+    "work_dir": "--work-dir",
+    "face.identity": "--identity",
+    "face.faces": "--faces",
+    "face.reference": "--reference",
+    "video.intermediate": "--intermediate",
+    "video.codec": "--codec",
+    "video.crf": "--crf",
+    "video.preset": "--preset",
+    "video.max_shard_s": "--max-shard-seconds",
+    "video.min_shard_s": "--min-shard-seconds",
+    "voice.mode": "--voice",
+    "voice.tts_backend": "--tts-backend",
+    "voice.transcript": "--transcript",
+    "cluster.address": "--address",
+    "cluster.device": "--device",
+    "cluster.video_workers": "--workers",
+    "cluster.cpus_per_worker": "--cpus-per-worker",
+    "cluster.gpus_per_worker": "--gpus-per-worker",
+    "cluster.voice_workers": "--voice-workers",
+    "cluster.voice_gpus_per_worker": "--voice-gpus-per-worker",
+    "cluster.shard_timeout_s": "--shard-timeout",
+    "cluster.connect_timeout_s": "--connect-timeout",
+    "metrics_port": "--metrics-port",
+    "strict": "--strict",
+}
+"""Setting paths of a JobSpec -> the `farm run` flags that set them (errors name the flag)."""
 
 
 def _register_subcommands() -> None:
@@ -58,25 +90,35 @@ _register_subcommands()
 
 
 def _execute(spec: JobSpec, *, as_json: bool, detach: bool = False) -> None:
-    from farm.media.probe import probe
-    from farm.pipeline.plan import check_output_writable
+    from farm.pipeline.preflight import preflight
 
-    # Fail on bad input before paying for a Ray start.
-    check_output_writable(spec.output)
-    probe(spec.input)
-    if spec.input.resolve() == spec.output.resolve():
-        raise SpecError("output must not overwrite the input; choose another output path")
+    # Fail on bad input before paying for a Ray start (the job says its warnings itself).
+    preflight(spec)
     if detach and not spec.cluster.address:
         raise SpecError(
             "--detach leaves the job on a running cluster: start one (`ray start --head`) and "
             "give its address (--address auto on one of its nodes)"
         )
 
+    from rich.console import Console
+
     from actors.job_actor import submit_job
     from actors.runtime import ray_session
     from cli.jobs import follow_in_terminal
 
-    with ray_session(spec.cluster.address, log_to_driver=not detach):
+    console = Console(stderr=True)
+    starting = (
+        console.status(
+            f"joining {spec.cluster.address}" if spec.cluster.address else "starting Ray"
+        )
+        if console.is_terminal
+        else contextlib.nullcontext()
+    )
+    with contextlib.ExitStack() as session:
+        with starting:  # the few seconds before the job's own events begin
+            session.enter_context(
+                ray_session(spec.cluster.address, connect_timeout_s=spec.cluster.connect_timeout_s)
+            )
         run_id, handle = submit_job(spec, detach=detach)
         if detach:
             # Creating an actor is asynchronous: the job exists once it has answered, not
@@ -99,8 +141,13 @@ def run(
     identity: Annotated[
         Path | None, typer.Option(help="identity pack directory (farm identity create)")
     ] = None,
-    faces: Annotated[str, typer.Option(help="all | largest | reference")] = "all",
-    reference: Annotated[Path | None, typer.Option(help="image of the face to swap")] = None,
+    faces: Annotated[
+        str | None, typer.Option(help="all | largest | reference (default: all, or reference)")
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(help="image of the one person to swap (implies --faces reference)"),
+    ] = None,
     work_dir: Annotated[
         Path | None, typer.Option(help="keep intermediates and the ledger here (resumable)")
     ] = None,
@@ -133,6 +180,12 @@ def run(
     ] = 0.0,
     voice_workers: Annotated[int, typer.Option(help="sentence workers when re-voicing")] = 1,
     voice_gpus_per_worker: Annotated[float, typer.Option(help="GPUs per voice worker")] = 0.0,
+    connect_timeout: Annotated[
+        float, typer.Option(help="seconds to wait for --address to answer")
+    ] = 30.0,
+    strict: Annotated[
+        bool, typer.Option(help="fail when the double did not happen (no frame swapped, ...)")
+    ] = False,
     shard_timeout: Annotated[float, typer.Option(help="seconds before a shard is re-run")] = 600.0,
     metrics_port: Annotated[
         int | None, typer.Option(help="serve Prometheus metrics on this port")
@@ -165,12 +218,17 @@ def run(
             "voice_workers": voice_workers,
             "voice_gpus_per_worker": voice_gpus_per_worker,
             "shard_timeout_s": shard_timeout,
+            "connect_timeout_s": connect_timeout,
         },
         "metrics_port": metrics_port,
+        "strict": strict,
     }
+    if identity is None and (faces is not None or reference is not None):
+        raise SpecError("--faces and --reference choose whom to swap: give --identity DIR too")
     if identity is not None:
-        data["face"] = {"identity": identity, "faces": faces, "reference": reference}
-    _execute(parse_spec(data), as_json=as_json, detach=detach)
+        chosen = faces or ("reference" if reference is not None else "all")
+        data["face"] = {"identity": identity, "faces": chosen, "reference": reference}
+    _execute(parse_spec(data, names=RUN_FLAGS), as_json=as_json, detach=detach)
 
 
 @app.command()
@@ -181,12 +239,16 @@ def resume(
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
 ) -> None:
     """Finish an interrupted job: reuse every finished shard and sentence, run the rest."""
+    from farm.pipeline.plan import default_work_dir
     from farm.plan.ledger import Ledger
     from farm.spec import parse_spec
 
     ledger = Ledger.load(work_dir)
     data = ledger.spec
-    data["work_dir"] = str(work_dir.resolve())
+    output = Path(str(data.get("output", "")))
+    # A default work dir stays a default one (removed once the job is done); a --work-dir stays.
+    if work_dir.resolve() != default_work_dir(output).resolve():
+        data["work_dir"] = str(work_dir.resolve())
     if address is not None:
         data.setdefault("cluster", {})["address"] = address
     _execute(parse_spec(data), as_json=as_json, detach=detach)
@@ -200,7 +262,7 @@ def main() -> None:
         print(f"farm: cancelled: {exc.one_line()}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except FarmError as exc:
-        print(f"farm: error: {exc.one_line()}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         print("farm: interrupted", file=sys.stderr)
@@ -209,7 +271,7 @@ def main() -> None:
         from farm.provenance.keys import farm_home
 
         error = record_unexpected(exc, farm_home() / "logs", what="farm")
-        print(f"farm: error: {error.one_line()}", file=sys.stderr)
+        print(error_line(error), file=sys.stderr)
         sys.exit(EXIT_FAILED)
 
 

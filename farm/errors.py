@@ -163,6 +163,15 @@ class StageNotBuilt(FarmError):
     """A requested stage or backend is not implemented yet."""
 
 
+def plain_reason(error: BaseException) -> str:
+    """What went wrong, in words: an OS or FFmpeg error's text without "[Errno N]" and paths
+    the message names anyway."""
+    strerror = getattr(error, "strerror", None)
+    if isinstance(strerror, str) and strerror:
+        return strerror
+    return re.sub(r"\[Errno -?\d+\]\s*", "", " ".join(str(error).split())) or type(error).__name__
+
+
 def record_unexpected(
     error: BaseException, log_dir: Path, *, what: str = "", detail: str | None = None
 ) -> UnexpectedError:

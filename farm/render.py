@@ -19,7 +19,7 @@ from typing import Any, cast
 import av
 import numpy as np
 
-from farm.errors import Cancelled, FrameCountMismatch, MediaError, ShardFailed
+from farm.errors import Cancelled, FrameCountMismatch, MediaError, ShardFailed, plain_reason
 from farm.fsutil import commit_file
 from farm.media.probe import ColorTags
 from farm.media.video_io import (
@@ -249,7 +249,9 @@ def render_shard(
     except av.error.FFmpegError as exc:
         encoder.abort()
         tmp.unlink(missing_ok=True)
-        raise ShardFailed(f"shard {shard.name}: encoding failed: {exc}", retryable=False) from exc
+        raise ShardFailed(
+            f"shard {shard.name}: encoding failed: {plain_reason(exc)}", retryable=False
+        ) from exc
     except BaseException:  # a processor's bug: no half-written file is left behind either
         encoder.abort()
         tmp.unlink(missing_ok=True)

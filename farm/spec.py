@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -117,6 +119,9 @@ class ClusterSettings(BaseModel):
     actor_start_timeout_s: float = Field(
         default=60.0, gt=0, description="a replacement worker not placed by then is dropped"
     )
+    connect_timeout_s: float = Field(
+        default=30.0, gt=0, description="joining a cluster that does not answer fails after this"
+    )
     keep_workers_s: float = Field(
         default=300.0,
         ge=0,
@@ -150,6 +155,11 @@ class JobSpec(BaseModel):
     models_dir: AbsolutePath | None = None
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     chaos: ChaosSettings | None = Field(default=None, description="fault injection (tests only)")
+    strict: bool = Field(
+        default=False,
+        description="warnings that mean the double did not happen (no frame swapped, the "
+        "reference person never found, streams dropped) fail the job instead",
+    )
     provenance: ProvenanceSettings | None = Field(
         default=None, description="filled by the job from its id and the operator key"
     )
@@ -185,17 +195,58 @@ class JobSpec(BaseModel):
         """A short hash of everything that changes the rendered frames (keys the ledger)."""
         relevant = self.model_dump(
             mode="json",
-            exclude={"output", "work_dir", "metrics_port", "cluster", "chaos", "provenance"},
+            exclude={
+                "output",
+                "work_dir",
+                "metrics_port",
+                "cluster",
+                "chaos",
+                "provenance",
+                "strict",
+            },
         )
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def parse_spec(data: dict[str, object]) -> JobSpec:
-    """Validate a job description; raise `SpecError` naming the field and the problem."""
+def validation_message(error: Any, names: Mapping[str, str] | None = None) -> str:
+    """One pydantic error in a user's words: the setting by the name they typed (``names`` maps
+    dotted setting paths to flags) and the rule, without pydantic's phrasing."""
+    names = names or {}
+    path = ".".join(str(p) for p in error["loc"])
+    kind, ctx = error["type"], error.get("ctx") or {}
+    rules = {
+        "greater_than": lambda: f"must be > {ctx.get('gt')}",
+        "greater_than_equal": lambda: f"must be >= {ctx.get('ge')}",
+        "less_than": lambda: f"must be < {ctx.get('lt')}",
+        "less_than_equal": lambda: f"must be <= {ctx.get('le')}",
+        "literal_error": lambda: f"must be {ctx.get('expected')}",
+        "missing": lambda: "is required",
+        "extra_forbidden": lambda: "is not a setting SyncFarm knows",
+        "string_too_short": lambda: "must not be empty",
+        "int_parsing": lambda: "must be a whole number",
+        "int_from_float": lambda: "must be a whole number",
+        "float_parsing": lambda: "must be a number",
+        "bool_parsing": lambda: "must be true or false",
+        "string_pattern_mismatch": lambda: f"must match {ctx.get('pattern')}",
+    }
+    text = rules[kind]() if kind in rules else str(error["msg"]).removeprefix("Value error, ")
+    for setting, flag in names.items():  # validators name settings (max_shard_s) in messages
+        leaf = setting.rsplit(".", 1)[-1]
+        if "_" in leaf:
+            text = re.sub(rf"\b{re.escape(leaf)}\b", flag, text)
+    if not error["loc"] or (kind == "value_error" and not names.get(path)):
+        return text
+    return f"{names.get(path, path)} {text}"
+
+
+def parse_spec(data: dict[str, object], *, names: Mapping[str, str] | None = None) -> JobSpec:
+    """Validate a job description; raise `SpecError` naming the setting and the rule.
+
+    ``names`` maps dotted setting paths to the flags a front end offers for them (the CLI's
+    ``--max-shard-seconds`` for ``video.max_shard_s``), so the message names what the user typed.
+    """
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "job"
-        raise SpecError(f"invalid job setting {field}: {first['msg']}") from None
+        raise SpecError(validation_message(exc.errors()[0], names)) from None

@@ -153,17 +153,22 @@ RECIPES = {
 }
 
 
+TWO_TALKER_CUT = 25
+"""The cut in `make_two_talker_clip`: the second talker's first frame."""
+
+
 def make_two_talker_clip(directory: Path) -> Path:
-    """Six seconds of the GRID hard-cut clip: two talkers, a cut at frame 75 (150 frames)."""
+    """Two seconds of the GRID hard-cut clip around its first cut: 50 frames, two talkers, a cut
+    at frame 25 (2.0-4.0 s of the source)."""
     from tests.conftest import media_path
 
-    out = directory / "two_talkers_6s.mp4"
+    out = directory / "two_talkers_2s.mp4"
     if not out.exists():
         src = media_path("video/grid_hardcuts_4_speakers_12s.mp4")
         run_ffmpeg(
             [select_ffmpeg({"libx264", "aac"}).path, "-hide_banner", "-loglevel", "error", "-y",
-             "-i", str(src), "-t", "6", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
-             str(out)]
+             "-ss", "2", "-i", str(src), "-t", "2", "-c:v", "libx264", "-preset", "ultrafast",
+             "-c:a", "aac", str(out)]
         )  # fmt: skip
     return out
 

@@ -16,18 +16,50 @@ MEDIA = SHARED / "media"
 
 
 def farm(
-    *args: str, timeout: float = 600, env: dict[str, str] | None = None
+    *args: str, timeout: float = 600, env: dict[str, str] | None = None, cwd: Path = REPO
 ) -> subprocess.CompletedProcess[str]:
     """Run the `farm` command line in a subprocess, as a user would (``env`` adds variables)."""
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
-        cwd=REPO,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
         env={**os.environ, **(env or {})},
     )
+
+
+def farm_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The `farm` command line run in this process: the same `main`, exit code, stdout and
+    stderr as `farm`, without an interpreter start per case (for sweeps of inputs refused
+    before any cluster starts; `farm` above runs the real process)."""
+    import contextlib
+    import io
+
+    from cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, Path.cwd()
+    code: int = 0
+    try:
+        os.environ.update(env or {})
+        sys.argv = ["farm", *args]
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+    return subprocess.CompletedProcess(["farm", *args], code, out.getvalue(), err.getvalue())
 
 
 def media_path(relative: str) -> Path:

@@ -136,7 +136,7 @@ def test_run_end_to_end_with_json_summary(good_clip: Path, tmp_path: Path) -> No
     assert summary["frames"] == 75 and summary["shards"] >= 3
     for stage in ("probe_s", "plan_s", "render_s", "join_s", "mux_s", "job_s"):
         assert stage in summary["stage_seconds"]
-    assert json.loads((tmp_path / "out.report.json").read_text())["job_id"] == summary["job_id"]
+    assert json.loads((tmp_path / "out.mp4.report.json").read_text())["job_id"] == summary["job_id"]
     import jsonschema
 
     from farm.pipeline.report import SCHEMA_PATH

@@ -40,7 +40,13 @@ from farm.provenance.keys import OperatorKeyError, farm_home
 from farm.provenance.manifest import ManifestError
 from farm.spec import JobSpec
 from farm.voice.synth.gpt_sovits import GptSovitsRejected, GptSovitsUnavailable
-from tests.clips import ClipRecipe, make_clip, make_speech_clip, make_two_talker_clip
+from tests.clips import (
+    TWO_TALKER_CUT,
+    ClipRecipe,
+    make_clip,
+    make_speech_clip,
+    make_two_talker_clip,
+)
 from tests.jobs import run_on_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
@@ -167,7 +173,7 @@ def _face_spec(src: Path, out: Path, pack: Path, **cluster: Any) -> JobSpec:
             "output": out,
             "face": {"identity": pack},
             # Forced splits inside each shot (with tracker context), and the real cut.
-            "video": {"max_shard_s": 1.0, "min_shard_s": 0.2},
+            "video": {"max_shard_s": 0.4, "min_shard_s": 0.2},
             "cluster": cluster,
         }
     )
@@ -177,7 +183,7 @@ def test_a_face_swap_job_renders_identically_whatever_the_workers(
     face_clip: Path, identity_pack: Path, tmp_path: Path
 ) -> None:
     one = run_on_ray(_face_spec(face_clip, tmp_path / "one.mp4", identity_pack, video_workers=1))
-    assert one.frames == 150 and one.shards >= 5 and 75 in one.scene_cuts
+    assert one.frames == 50 and one.shards >= 5 and TWO_TALKER_CUT in one.scene_cuts
     assert one.frames_changed >= 0.9 * one.frames, "both talkers are swapped"
     reference = _packets(tmp_path / "one.mp4")
     two = run_on_ray(_face_spec(face_clip, tmp_path / "two.mp4", identity_pack, video_workers=2))

@@ -124,17 +124,17 @@ def face_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_killed_driver_resumes_a_face_swap_job_identically(
     face_clip: Path, identity_pack: Path, tmp_path: Path
 ) -> None:
-    common = ["--identity", str(identity_pack), "--max-shard-seconds", "0.5",
-              "--min-shard-seconds", "0.2"]  # fmt: skip
+    common = ["--identity", str(identity_pack), "--max-shard-seconds", "0.25",
+              "--min-shard-seconds", "0.1"]  # fmt: skip
     reference = tmp_path / "reference.mp4"
-    made = farm("run", str(face_clip), "-o", str(reference), "--workers", "1", *common)
+    made = farm("run", str(face_clip), "-o", str(reference), "--workers", "2", *common)
     assert made.returncode == 0, made.stderr
 
     work = tmp_path / "work"
     out = tmp_path / "out.mp4"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "run", str(face_clip), "-o", str(out),
-         "--work-dir", str(work), "--workers", "2", *common],
+         "--work-dir", str(work), "--workers", "1", *common],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -168,7 +168,7 @@ def _start_slow_run(src: Path, out: Path, work: Path) -> subprocess.Popen[str]:
 
 
 def test_ctrl_c_cancels_cleanly_and_resume_finishes(tmp_path: Path) -> None:
-    src = make_clip(ClipRecipe("interrupted", seconds=30.0, size="320x240"), tmp_path)
+    src = make_clip(ClipRecipe("interrupted", seconds=12.0, size="320x240"), tmp_path)
     work = tmp_path / "work"
     out = tmp_path / "out.mp4"
     proc = _start_slow_run(src, out, work)

@@ -154,7 +154,7 @@ def test_shard_joins_fall_on_real_cuts(relative: str, cuts: list[int], tmp_path:
     starts = sorted(a for a, _ in summary.shard_ranges if a > 0)
     for cut in cuts:
         assert any(abs(cut - s) <= 1 for s in starts), f"no shard edge near cut {cut}: {starts}"
-    fps = Fraction(summary.fps)
+    fps = summary.fps.fraction()
     cap = int(4.0 * fps)
     assert all(b - a <= cap for a, b in summary.shard_ranges), "long scenes are capped"
     s, o = probe(src), probe(out)
@@ -252,45 +252,36 @@ def test_identity_job_swaps_revoices_and_labels(identity_pack: Path, tmp_path: P
     assert report.manifest.consent_id == summary.provenance.consent_id != "none"
 
 
-def test_bad_consent_stops_the_job_before_any_work(identity_pack: Path, tmp_path: Path) -> None:
-    import shutil
+def test_bad_consent_stops_the_job_before_any_work(tmp_path: Path) -> None:
+    import datetime as dt
 
     from farm.errors import ConsentError
+    from farm.face.identity import create_identity
+    from farm.models import face_manifest
+    from farm.provenance.consent import create_consent, write_consent
     from farm.provenance.keys import init_keys
 
     src = media_path("video/grid_jumpcut_same_speaker_6s.mp4")
-    # Signed by an operator this farm does not trust.
+    face = media_path("faces/grid_talker_swiz3n_frontal.png")
+    # A pack this farm signed, holding a consent record signed by an operator it does not trust.
     stranger = init_keys(tmp_path / "stranger-home")
-    import datetime as dt
-
-    from farm.provenance.consent import create_consent, write_consent
-
-    pack = tmp_path / "pack"
-    shutil.copytree(identity_pack, pack)
-    consent_file = next((pack / "consent").iterdir())
+    consent_file = tmp_path / "consent.yaml"
     write_consent(
         create_consent(
             subject="x",
             scope=["face"],
             purpose="t",
             expires=dt.date(2099, 1, 1),
-            face_files=[media_path("faces/grid_talker_swiz3n_frontal.png")],
+            face_files=[face],
             operator=stranger,
         ),
         consent_file,
     )
-    # Keep the pack itself consistent, so that the signer is what gets refused.
-    import json as _json
-
-    from farm.fsutil import sha256_file
-
-    manifest_path = pack / "identity.json"
-    manifest = _json.loads(manifest_path.read_text())
-    manifest["consent"]["sha256"] = sha256_file(consent_file)
-    manifest_path.write_text(_json.dumps(manifest))
+    pack = create_identity([face], consent_file, tmp_path / "pack", face_manifest(None)).pack
     out = tmp_path / "out.mp4"
+    work = tmp_path / "work"
     spec = JobSpec.model_validate(
-        {"input": src, "output": out, "work_dir": tmp_path / "work", "face": {"identity": pack}}
+        {"input": src, "output": out, "work_dir": work, "face": {"identity": pack.root}}
     )
     with pytest.raises(ConsentError, match=r"untrusted|not trusted|unknown"):
         run_local(spec)
@@ -334,6 +325,6 @@ def test_with_debians_ffmpeg_as_the_system_binary(name: str, clips: Path, tmp_pa
     _assert_audio(s, o)
     can_rotate = "display_rotation" in probe_ffmpeg(system).capabilities
     if s.video.rotation and not can_rotate:
-        assert summary.ffmpeg != system, "the system ffmpeg cannot restore the rotation"
+        assert summary.ffmpeg.path != system, "the system ffmpeg cannot restore the rotation"
     else:
-        assert summary.ffmpeg == system
+        assert summary.ffmpeg.path == system

@@ -219,3 +219,28 @@ def test_execution_settings_are_not_the_jobs_identity(tmp_path: Path) -> None:
     assert varied.content_hash() == base.content_hash()
     other = base.model_copy(update={"video": base.video.model_copy(update={"crf": 20})})
     assert other.content_hash() != base.content_hash()
+
+
+def test_the_default_work_dir_of_another_job_is_replaced_and_the_same_job_resumes(
+    tmp_path: Path,
+) -> None:
+    src = make_clip(ClipRecipe("two-jobs", seconds=1.0, size="160x120"), tmp_path)
+    out = tmp_path / "out.mp4"
+    first, first_ledger = prepare_job(_passthrough(src, out))
+    first_ledger.mark_done("00000", {"frames": 1, "path": "shards/00000.mkv"})
+    again, _ = prepare_job(_passthrough(src, out))
+    assert again.work_dir == first.work_dir and not again.warnings, "the same job keeps its work"
+    other_spec = _passthrough(src, out).model_copy(
+        update={"video": _passthrough(src, out).video.model_copy(update={"crf": 23})}
+    )
+    other, ledger = prepare_job(other_spec)
+    assert any("different earlier job" in w for w in other.warnings)
+    assert ledger.done_names() == set(), "nothing of the other job is reused"
+    events: list[dict[str, Any]] = []
+    execute_job(_passthrough(src, out, work_dir=tmp_path / "w"), InProcessRunner())
+    (out.parent / "out.mp4").unlink()
+    spec = _passthrough(src, out, work_dir=tmp_path / "w")
+    # A kept work dir with its output removed: the rerun reuses every shard and says so.
+    execute_job(spec, InProcessRunner(), on_event=events.append)
+    notices = [e["message"] for e in events if e["event"] == "notice"]
+    assert notices and "resuming an earlier run of this job" in notices[0]

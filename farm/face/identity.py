@@ -3,24 +3,30 @@
 ::
 
     DIR/
-      identity.json          format, faces (landmarks, descriptor, hashes), voices, consent, models
+      identity.json          signed manifest: every file's sha256, faces (landmarks, descriptor,
+                             the consented source photo's sha256), voices, consent, models, how
+                             the crops were made; Ed25519 signature of the operator
       faces/face_00.png      aligned source face crops (FFHQ alignment, lossless)
       voices/voice_00.wav    voice references, copied as given
-      consent/<name>         the consent record, copied as given (sha256 in identity.json)
+      consent/<name>         the consent record, copied as given
 
-`create_identity` builds a pack; `load_identity` reads one back and re-checks every file's sha256.
-What the consent record must contain is checked later (provenance); here it is stored and hashed,
-and `IdentityPack.consent` hands the path and hash to whoever verifies it.
+`create_identity` builds a pack and signs its manifest with the operator's key; `load_identity`
+reads one back and refuses it, naming the file, unless the signature verifies with a trusted key,
+every file has its recorded sha256 and no file was added. The job's consent check compares the
+record against the consented-media hashes in that signed manifest, so a pack cannot vouch for a
+photo its operator never signed for.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
@@ -29,12 +35,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from farm.errors import ConsentError, MediaError, SpecError
 from farm.face.dlib_stack import DlibFaceStack
 from farm.face.geometry import Landmarks, alignment_matrix, box_width, transform_points
-from farm.models import DLIB_DESCRIPTOR, DLIB_LANDMARKS_68, ModelManifest, sha256_file
+from farm.models import DLIB_DESCRIPTOR, DLIB_HOG, DLIB_LANDMARKS_68, ModelManifest, sha256_file
+
+if TYPE_CHECKING:
+    from farm.provenance.keys import Operator, TrustList
 
 logger = logging.getLogger(__name__)
 
 PACK_MANIFEST = "identity.json"
-PACK_FORMAT = 1
+PACK_FORMAT = 2
+"""2: the manifest is signed. Format 1 packs (unsigned) are refused: re-create them."""
 CROP_SIZE = 384
 """Side of the stored aligned face crop, in pixels."""
 MIN_FACE_PX = 40
@@ -61,17 +71,46 @@ class PackFile(BaseModel):
     source_name: str
 
 
-class PackManifest(BaseModel):
-    """The schema of ``identity.json``."""
+class PackDerivation(BaseModel):
+    """How the stored crops were made from the consented photos."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: Literal[1] = 1
+    detector: str = DLIB_HOG
+    landmarks: str = DLIB_LANDMARKS_68
+    descriptor: str = DLIB_DESCRIPTOR
+    alignment: str = "similarity transform of the 68 landmarks onto the FFHQ template"
+    crop_size: int = CROP_SIZE
+    interpolation: str = "bicubic, border replicated"
+
+
+class PackManifest(BaseModel):
+    """The schema of ``identity.json``; its signature covers every other field."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal[2] = 2
+    created: str = Field(description="UTC time the pack was made (ISO 8601)")
     faces: list[PackFace] = Field(min_length=1)
     voices: list[PackFile] = []
     consent: PackFile
     models: dict[str, str] = Field(description="model name → sha256 used to build the pack")
+    derivation: PackDerivation = PackDerivation()
     warnings: list[str] = []
+    signer_key_id: str | None = None
+    signature: str | None = Field(default=None, description="base64 Ed25519 signature")
+
+    def signed_bytes(self) -> bytes:
+        """The canonical bytes the signature covers (everything but the signature)."""
+        return self.model_copy(update={"signature": None}).model_dump_json().encode()
+
+    def signed_by(self, operator: Operator) -> PackManifest:
+        unsigned = self.model_copy(update={"signer_key_id": operator.key_id, "signature": None})
+        signature = operator.sign(unsigned.signed_bytes())
+        return unsigned.model_copy(update={"signature": base64.b64encode(signature).decode()})
+
+    def listed_files(self) -> set[str]:
+        return {f.file for f in self.faces} | {v.file for v in self.voices} | {self.consent.file}
 
 
 @dataclass(frozen=True)
@@ -180,14 +219,20 @@ def create_identity(
     manifest: ModelManifest,
     *,
     voices: list[Path] | None = None,
+    operator: Operator | None = None,
 ) -> CreatedIdentity:
-    """Build an identity pack in ``output`` (which must not exist, or be empty).
+    """Build an identity pack in ``output`` (which must not exist, or be empty), signed by
+    ``operator`` (default: this farm's operator key).
 
     Raises:
         SpecError: no face image given, or ``output`` is a non-empty directory.
-        MediaError: an image or voice file is missing, unreadable, faceless or too small.
+        MediaError: an image or voice file is missing, unreadable, faceless or too small, or the
+            voice clips are too short or hold no voiced speech.
         ConsentError: the consent record is missing or empty.
     """
+    from farm.provenance.keys import load_operator
+
+    operator = operator or load_operator()
     voices = voices or []
     if not faces:
         raise SpecError("an identity needs at least one --face image")
@@ -199,6 +244,8 @@ def create_identity(
         raise ConsentError(f"consent record {consent} is empty")
     for voice in voices:
         _check_wav(voice)
+    if voices:
+        check_voice_references(voices)
 
     stack = DlibFaceStack(manifest)
     analysed = []
@@ -241,6 +288,7 @@ def create_identity(
         consent_rel = f"consent/{consent.name}"
         shutil.copyfile(consent, staging / consent_rel)
         pack = PackManifest(
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             faces=pack_faces,
             voices=pack_voices,
             consent=PackFile(
@@ -253,7 +301,7 @@ def create_identity(
                 for name in (DLIB_LANDMARKS_68, DLIB_DESCRIPTOR)
             },
             warnings=warnings,
-        )
+        ).signed_by(operator)
         (staging / PACK_MANIFEST).write_text(
             pack.model_dump_json(indent=2) + "\n", encoding="utf-8"
         )
@@ -263,31 +311,97 @@ def create_identity(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return CreatedIdentity(pack=load_identity(output), warnings=tuple(warnings))
+    return CreatedIdentity(
+        pack=load_identity(output, trust=operator.trust), warnings=tuple(warnings)
+    )
 
 
-def load_identity(root: Path) -> IdentityPack:
-    """Read and verify an identity pack.
+def check_voice_references(voices: list[Path]) -> None:
+    """Refuse clips too short, silent or unvoiced for a voice profile (before any pack or job)."""
+    from farm.voice.settings import VcSettings
+    from farm.voice.stage import PROFILE_MIN_S
+    from farm.voice.world import profile_from_references
 
-    Raises:
-        MediaError: the directory, ``identity.json`` or a face/voice file is missing or altered.
-        ConsentError: the consent record is missing or no longer matches its sha256.
-    """
+    profile_from_references(voices, VcSettings(), PROFILE_MIN_S)
+
+
+def _read_manifest(root: Path) -> PackManifest:
     path = root / PACK_MANIFEST
+    if not root.is_dir():
+        raise MediaError(
+            f"identity pack {root} does not exist; make one with `farm identity create`"
+        )
     if not path.is_file():
         raise MediaError(
             f"{root} is not an identity pack ({PACK_MANIFEST} is missing); "
             "make one with `farm identity create`"
         )
+    import json
+
     try:
-        manifest = PackManifest.model_validate_json(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ConsentError(f"{path} is not a readable pack manifest; re-create the pack") from None
+    if isinstance(data, dict) and data.get("format") == 1:
+        raise ConsentError(
+            f"identity pack {root} was made before packs were signed; re-create it with "
+            "`farm identity create`"
+        )
+    try:
+        return PackManifest.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise MediaError(f"{path}: invalid field {field}: {first['msg']}") from None
+        raise ConsentError(f"{path}: invalid field {field}: {first['msg']}") from None
+
+
+def _check_signature(root: Path, manifest: PackManifest, trust: TrustList) -> None:
+    from farm.provenance.keys import verify_signature
+
+    path = root / PACK_MANIFEST
+    if manifest.signature is None or manifest.signer_key_id is None:
+        raise ConsentError(f"{path} is not signed; re-create the pack with `farm identity create`")
+    public_key = trust.public_key(manifest.signer_key_id)
+    if public_key is None:
+        raise ConsentError(
+            f"identity pack {root} is signed by key {manifest.signer_key_id}, which this farm "
+            "does not trust; `farm keys trust` that operator's key, or re-create the pack here"
+        )
+    try:
+        signature = base64.b64decode(manifest.signature, validate=True)
+    except ValueError:
+        signature = b""
+    if not verify_signature(public_key, signature, manifest.signed_bytes()):
+        raise ConsentError(
+            f"{path} was edited after the pack was signed (its signature does not verify); "
+            "re-create the pack with `farm identity create`"
+        )
+
+
+def load_identity(root: Path, *, trust: TrustList | None = None) -> IdentityPack:
+    """Read and verify an identity pack (``trust``: the farm's trust list, loaded if None).
+
+    Raises:
+        MediaError: the pack directory or its manifest is missing, or a face crop is unreadable.
+        ConsentError: the manifest is unsigned, signed by an untrusted key or edited since; a
+            file is missing, altered, or not listed in the signed manifest.
+    """
+    from farm.provenance.keys import load_trust
+
+    manifest = _read_manifest(root)
+    _check_signature(root, manifest, trust if trust is not None else load_trust())
+    path = root / PACK_MANIFEST
+    listed = manifest.listed_files() | {PACK_MANIFEST}
+    for file in sorted(p for p in root.rglob("*") if not p.is_dir()):
+        rel = file.relative_to(root).as_posix()
+        if rel not in listed:
+            raise ConsentError(
+                f"identity pack file {file} is not in the pack's signed manifest; remove it "
+                "or re-create the pack"
+            )
     faces = []
     for entry in manifest.faces:
-        file = _verified(root, entry.file, entry.sha256, MediaError)
+        file = _verified(root, entry.file, entry.sha256)
         image = cv2.imread(str(file), cv2.IMREAD_COLOR)
         if image is None:
             raise MediaError(f"identity face {file} cannot be read")
@@ -296,8 +410,8 @@ def load_identity(root: Path) -> IdentityPack:
         if landmarks.shape != (68, 2) or descriptor.shape != (128,):
             raise MediaError(f"{path}: face {entry.file} needs 68 landmarks and a 128-D descriptor")
         faces.append(SourceFace(image=image, landmarks=landmarks, descriptor=descriptor))
-    voices = tuple(_verified(root, v.file, v.sha256, MediaError) for v in manifest.voices)
-    consent_path = _verified(root, manifest.consent.file, manifest.consent.sha256, ConsentError)
+    voices = tuple(_verified(root, v.file, v.sha256) for v in manifest.voices)
+    consent_path = _verified(root, manifest.consent.file, manifest.consent.sha256)
     return IdentityPack(
         root=root,
         manifest=manifest,
@@ -307,16 +421,15 @@ def load_identity(root: Path) -> IdentityPack:
     )
 
 
-def _verified(
-    root: Path, rel: str, sha256: str, error: type[MediaError] | type[ConsentError]
-) -> Path:
+def _verified(root: Path, rel: str, sha256: str) -> Path:
     path = root / rel
     if not path.is_file():
-        raise error(f"identity pack file {path} is missing; re-create the pack")
+        raise ConsentError(f"identity pack file {path} is missing; re-create the pack")
     found = sha256_file(path)
     if found != sha256:
-        raise error(
-            f"identity pack file {path} has sha256 {found}, expected {sha256}; it was altered"
+        raise ConsentError(
+            f"identity pack file {path} was altered since the pack was signed (sha256 "
+            f"{found[:12]}…, signed {sha256[:12]}…); re-create the pack"
         )
     return path
 

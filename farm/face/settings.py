@@ -74,4 +74,10 @@ class FaceSettings(BaseModel):
     def _reference_needs_image(self) -> FaceSettings:
         if self.faces == "reference" and self.reference is None:
             raise ValueError("faces='reference' needs a reference image (--reference IMG)")
+        if self.reference is not None and self.faces != "reference":
+            # Silently ignoring the image would swap everyone the user meant to leave alone.
+            raise ValueError(
+                f"a reference image swaps only that person, but faces is {self.faces!r}: use "
+                "faces 'reference' (--faces reference) or drop the reference"
+            )
         return self

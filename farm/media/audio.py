@@ -9,7 +9,7 @@ import av
 import av.error
 import numpy as np
 
-from farm.errors import MediaError
+from farm.errors import MediaError, plain_reason
 from farm.media.probe import AudioInfo
 
 
@@ -47,7 +47,7 @@ def decode_audio(path: Path, audio: AudioInfo) -> np.ndarray:
             for converted in resampler.resample(None):
                 chunks.append(converted.to_ndarray())
     except av.error.FFmpegError as exc:
-        raise MediaError(f"{path}: decoding the audio failed: {exc}") from None
+        raise MediaError(f"{path}: decoding the audio failed: {plain_reason(exc)}") from None
     if not chunks:
         return np.zeros((audio.sample_count, audio.channels), dtype=np.float32)
     planar = np.concatenate(chunks, axis=1)

@@ -16,7 +16,7 @@ from typing import cast
 import av
 import av.error
 
-from farm.errors import FrameCountMismatch, MediaError
+from farm.errors import FrameCountMismatch, MediaError, plain_reason
 from farm.media.probe import VideoInfo
 from farm.media.video_io import EncoderSettings, apply_color_tags, configure_stream
 from farm.plan.shards import Shard
@@ -51,7 +51,7 @@ def inspect_shard(path: Path, name: str) -> ShardCheck:
                 bytes(cc.extradata or b""),
             )
     except (av.error.FFmpegError, IndexError) as exc:
-        raise MediaError(f"shard {name} ({path}) is unreadable: {exc}") from None
+        raise MediaError(f"shard {name} ({path}) is unreadable: {plain_reason(exc)}") from None
 
 
 def validate_shards(

@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import av.error
 
-from farm.errors import ProbeError
+from farm.errors import ProbeError, plain_reason
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,8 @@ class MediaInfo:
     size_bytes: int
     video: VideoInfo
     audio: AudioInfo | None
+    extra: tuple[str, ...] = ()
+    """Streams besides the first video and audio ones, which the output does not carry."""
 
 
 def _bit_depth(pix_fmt: str) -> int:
@@ -144,7 +146,7 @@ def probe(path: Path) -> MediaInfo:
     except ProbeError:
         raise
     except (av.error.FFmpegError, ValueError, IndexError, StopIteration) as exc:
-        raise ProbeError(f"input {path} is not a readable video: {exc}") from None
+        raise ProbeError(f"input {path} is not a readable video: {plain_reason(exc)}") from None
 
 
 def _probe(path: Path, size: int) -> MediaInfo:
@@ -176,6 +178,11 @@ def _probe(path: Path, size: int) -> MediaInfo:
                 acc.channels,
                 acc.layout.name if acc.layout else "",
             )
+        extra = tuple(
+            _describe_stream(stream)
+            for stream in container.streams
+            if stream is not vstream and stream is not audio_stream
+        )
         frame_pts = _frame_timeline(container, vstream)
 
     if not frame_pts:
@@ -221,5 +228,22 @@ def _probe(path: Path, size: int) -> MediaInfo:
         color=color,
     )
     return MediaInfo(
-        path=path, container=container.format.name, size_bytes=size, video=video, audio=audio
+        path=path,
+        container=container.format.name,
+        size_bytes=size,
+        video=video,
+        audio=audio,
+        extra=extra,
     )
+
+
+def _describe_stream(stream: av.stream.Stream) -> str:
+    """E.g. 'stream #2 (audio, aac, language deu)', 'stream #3 (video, mjpeg, cover art)'."""
+    parts = [stream.type, stream.codec_context.name if stream.codec_context else "unknown"]
+    disposition = int(getattr(stream, "disposition", 0) or 0)
+    if disposition & int(av.stream.Disposition.attached_pic):
+        parts.append("cover art")
+    language = (stream.metadata or {}).get("language")
+    if language and language != "und":
+        parts.append(f"language {language}")
+    return f"stream #{stream.index} ({', '.join(parts)})"

@@ -19,7 +19,7 @@ import av
 import av.error
 import numpy as np
 
-from farm.errors import MediaError, SourceUnavailable
+from farm.errors import MediaError, SourceUnavailable, plain_reason
 from farm.media.probe import ColorTags
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,9 @@ def decode_range(
             f"{path}: reading frames [{start}, {stop}) failed: {exc.strerror or exc}"
         ) from None
     except av.error.FFmpegError as exc:
-        raise MediaError(f"{path}: decoding frames [{start}, {stop}) failed: {exc}") from None
+        raise MediaError(
+            f"{path}: decoding frames [{start}, {stop}) failed: {plain_reason(exc)}"
+        ) from None
     if expected != stop:
         raise MediaError(
             f"{path}: decoding frames [{start}, {stop}) ended at frame {expected}; "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class JobPlan:
     copy_join: bool
     ffmpeg: str
     """The ffmpeg binary for the mux, chosen by what this job needs of it."""
+    ffmpeg_version: str
     operator_key_id: str
     consent_id: str
     identity_name: str
@@ -70,7 +72,8 @@ def default_work_dir(output: Path) -> Path:
 
 
 def report_path(output: Path) -> Path:
-    return output.with_name(f"{output.stem}.report.json")
+    """``OUT.mp4.report.json``: the extension stays, so OUT.mp4 and OUT.mov never share one."""
+    return output.with_name(f"{output.name}.report.json")
 
 
 def check_output_writable(output: Path) -> None:
@@ -113,7 +116,7 @@ def prepare_job(spec: JobSpec, *, operator: Operator | None = None) -> tuple[Job
             audio_codec="aac" if info.audio is not None else None,
             container=CONTAINER_FORMATS[spec.output.suffix.lower()],
         )
-    ).path
+    )
     t_probe = time.perf_counter() - t0
 
     input_sha = sha256_file(spec.input)
@@ -136,7 +139,9 @@ def prepare_job(spec: JobSpec, *, operator: Operator | None = None) -> tuple[Job
     final_enc = final_encoder(
         spec.video.codec, spec.video.crf, spec.video.preset, video, spec.video.final_threads
     )
-    warnings: list[str] = []
+    warnings = [f"{info.path.name}: {stream} is not carried to the output" for stream in info.extra]
+    if spec.strict and warnings:
+        raise SpecError(f"--strict: {warnings[0]}")
     if shard_enc.pix_fmt.replace("yuvj", "yuv") != video.pix_fmt.replace("yuvj", "yuv"):
         warnings.append(
             f"source pixel format {video.pix_fmt} is encoded as {shard_enc.pix_fmt} "
@@ -144,6 +149,13 @@ def prepare_job(spec: JobSpec, *, operator: Operator | None = None) -> tuple[Job
         )
 
     t1 = time.perf_counter()
+    if spec.work_dir is None:
+        # The default work dir is ours to manage: a different job to the same output (or a
+        # damaged ledger) must not block this one.
+        stale = _stale_default_work_dir(work_dir, job_key)
+        if stale:
+            shutil.rmtree(work_dir, ignore_errors=True)
+            warnings.append(stale)
     if Ledger.exists(work_dir):
         ledger = Ledger.load(work_dir)
         ledger.check_key(job_key)
@@ -169,7 +181,8 @@ def prepare_job(spec: JobSpec, *, operator: Operator | None = None) -> tuple[Job
             work_dir,
             job_id=job_id,
             job_key=job_key,
-            spec=spec.model_dump(mode="json", exclude={"provenance"}),
+            # Fault injection is a drill for one run: a resume runs without it.
+            spec=spec.model_dump(mode="json", exclude={"provenance", "chaos"}),
             shards=shards,
         )
         ledger.data["cuts"] = list(cuts.cuts)
@@ -189,7 +202,8 @@ def prepare_job(spec: JobSpec, *, operator: Operator | None = None) -> tuple[Job
         shard_encoder=shard_enc,
         final_encoder=final_enc,
         copy_join=joins_by_copy(spec.video.intermediate, spec.video.codec),
-        ffmpeg=ffmpeg,
+        ffmpeg=ffmpeg.path,
+        ffmpeg_version=ffmpeg.version,
         operator_key_id=operator.key_id,
         consent_id=consent_id,
         identity_name=identity_name,
@@ -199,6 +213,23 @@ def prepare_job(spec: JobSpec, *, operator: Operator | None = None) -> tuple[Job
     return plan, ledger
 
 
+def _stale_default_work_dir(work_dir: Path, job_key: str) -> str | None:
+    """Why an existing default work dir must go (the warning to show), or None to keep it."""
+    if not work_dir.exists():
+        return None
+    if not Ledger.exists(work_dir):
+        return f"removed {work_dir}, left by an earlier run that failed before it planned"
+    try:
+        ledger = Ledger.load(work_dir)
+    except SpecError:
+        return f"removed {work_dir}: its ledger was damaged"
+    if ledger.data.get("job_key") != job_key:
+        return (
+            f"removed {work_dir}, the unfinished work of a different earlier job to the same output"
+        )
+    return None
+
+
 def identity_consent(spec: JobSpec, operator: Operator) -> ConsentRecord:
     """The identity's consent must be signed by a trusted key, current, in scope, and cover
     exactly the reference media the job uses."""
@@ -206,7 +237,7 @@ def identity_consent(spec: JobSpec, operator: Operator) -> ConsentRecord:
 
     if spec.face is None:
         raise SpecError("a consent check needs an identity")
-    pack = load_identity(spec.face.identity)
+    pack = load_identity(spec.face.identity, trust=operator.trust)
     uses_voice = spec.voice.mode != "keep"
     media = [("face", f.source_name, f.source_sha256) for f in pack.manifest.faces]
     if uses_voice:

@@ -10,7 +10,8 @@ draws them, metrics count them, the job actor keeps them for watchers and folds 
     {"event": "workers", "workers": [WorkerReport, ...]}
     {"event": "progress", "active": {shard name: frames done},
      "queued": {"video": n, "voice": n}, "inflight": {"video": n, "voice": n}}
-    {"event": "warning", "message"}
+    {"event": "warning", "message"}        a result the user should know about
+    {"event": "notice", "message"}         what the job does on its own (resuming a run)
     {"event": "shard_done", "shard", "frames", "seconds"}
     {"event": "sentence_done", "sentence", "seconds"}
     {"event": "retry", "unit", "reason"}

@@ -31,10 +31,13 @@ from farm.media.join import join_by_copy, join_by_encode, validate_shards
 from farm.pipeline.plan import JobPlan
 from farm.pipeline.report import (
     AudioReport,
+    FfmpegReport,
     JobReport,
     ProvenanceReport,
+    Rational,
     SyncReport,
     WorkerReport,
+    farm_version,
 )
 from farm.pipeline.voice import SentenceResult, VoiceUnits, assemble_voice
 from farm.provenance.audit import AuditLog
@@ -60,6 +63,8 @@ class ReduceRequest:
     retries: int = 0
     device: str = "cpu"
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    """Found while the units ran (the swap changed no frame, ...)."""
 
 
 def partial_output_path(output: Path) -> Path:
@@ -231,13 +236,15 @@ def reduce_job(
             stage_totals[key] = stage_totals.get(key, 0.0) + value
     stage_seconds = {**plan.timings, **request.timings, **timings}
     return JobReport(
+        farm_version=farm_version(),
         job_id=plan.job_id,
         run_id=request.run_id,
         input=str(plan.info.path),
         output=str(output),
         output_sha256=output_sha,
+        settings=spec.model_dump(mode="json", exclude={"provenance", "chaos"}),
         frames=plan.info.video.frame_count,
-        fps=str(plan.info.video.fps),
+        fps=Rational.of(plan.info.video.fps),
         vfr=plan.info.video.is_vfr,
         width=plan.info.video.width,
         height=plan.info.video.height,
@@ -265,7 +272,7 @@ def reduce_job(
         device=request.device,
         workers=list(request.workers),
         retries=request.retries,
-        ffmpeg=plan.ffmpeg,
+        ffmpeg=FfmpegReport(path=plan.ffmpeg, version=plan.ffmpeg_version),
         provenance=ProvenanceReport(
             watermark_payload=plan.payload.hex(),
             operator_key_id=operator.key_id,
@@ -273,5 +280,5 @@ def reduce_job(
             audit_seq=entry.seq,
         ),
         voice=voice_report,
-        warnings=[*plan.warnings, *warnings],
+        warnings=[*plan.warnings, *request.warnings, *warnings],
     )

@@ -1,6 +1,6 @@
 """The typed job report: what every front end (CLI, ``--json``, the HTTP API) shows of a job.
 
-`JobReport` is written beside the output as ``OUT.report.json``. Its JSON schema is checked in
+`JobReport` is written beside the output as ``OUT.mp4.report.json``. Its JSON schema is checked in
 (``report.schema.json`` here) and tested for drift; regenerate it after a deliberate change with
 ``python -m farm.pipeline.report --write-schema``.
 """
@@ -9,19 +9,41 @@ from __future__ import annotations
 
 import argparse
 import json
+from fractions import Fraction
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from farm.voice.model import VoiceReport
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
-REPORT_VERSION = 1
+REPORT_VERSION = 2
+"""2: timestamps, farm version, effective settings, the ffmpeg binary's version, fps as a ratio."""
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Rational(_Model):
+    """An exact ratio, e.g. 30000/1001 frames per second."""
+
+    num: int
+    den: int
+
+    @classmethod
+    def of(cls, value: Fraction) -> Rational:
+        return cls(num=value.numerator, den=value.denominator)
+
+    def fraction(self) -> Fraction:
+        return Fraction(self.num, self.den)
+
+
+class FfmpegReport(_Model):
+    path: str
+    version: str
 
 
 class WorkerReport(_Model):
@@ -73,13 +95,19 @@ class JobReport(_Model):
     """Everything a finished job says about itself."""
 
     report_version: int = REPORT_VERSION
+    farm_version: str
     job_id: str = Field(description="the job's identity: same spec content and input, same id")
     run_id: str = Field(description="this submission (every run of a job has its own)")
-    input: str
-    output: str
+    started_at: str = Field(default="", description="UTC, ISO 8601")
+    finished_at: str = Field(default="", description="UTC, ISO 8601")
+    input: str = Field(description="absolute path")
+    output: str = Field(description="absolute path")
     output_sha256: str
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="the job's effective settings (its JobSpec)"
+    )
     frames: int
-    fps: str
+    fps: Rational
     vfr: bool
     width: int
     height: int
@@ -100,10 +128,17 @@ class JobReport(_Model):
     device: str = Field(description="what the video workers ran on: 'cpu' or 'cuda'")
     workers: list[WorkerReport]
     retries: int
-    ffmpeg: str
+    ffmpeg: FfmpegReport
     provenance: ProvenanceReport
     voice: VoiceReport | None
     warnings: list[str]
+
+
+def farm_version() -> str:
+    try:
+        return version("syncfarm")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
 
 
 def report_schema() -> dict[str, object]:

@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from farm.errors import Cancelled
+from farm.errors import Cancelled, SpecError
 from farm.fsutil import write_json_atomic
 from farm.pipeline.plan import JobPlan, pending_shards, prepare_job, report_path, shard_task
-from farm.pipeline.progress import EventSink
+from farm.pipeline.progress import EventSink, utc_now
 from farm.pipeline.reduce import ReduceRequest, reduce_job
 from farm.pipeline.report import JobReport, WorkerReport
 from farm.pipeline.storage import StorageAccess, check_access, storage_access, storage_error
@@ -88,6 +88,22 @@ def _check_cancel(cancel: threading.Event, plan: JobPlan) -> None:
         )
 
 
+def outcome_warnings(spec: JobSpec, frames_changed: int) -> list[str]:
+    """What the rendered shards say about the double (they ran; did the swap happen?)."""
+    face = spec.face
+    if face is None or frames_changed > 0:
+        return []
+    if face.faces == "reference":
+        return [
+            f"the reference person ({face.reference}) was never found in {spec.input.name}: "
+            "no frame was changed"
+        ]
+    return [
+        f"no frame was swapped: no face was found in {spec.input.name} (the classic swap finds "
+        "frontal faces of at least 80 px)"
+    ]
+
+
 def execute_job(
     spec: JobSpec,
     runner: Runner,
@@ -114,6 +130,7 @@ def _execute(
 ) -> JobReport:
     emit: EventSink = on_event or (lambda event: None)
     started = time.perf_counter()
+    started_at = utc_now()
     emit({"event": "planning"})
     plan, ledger = prepare_job(spec)
     voice = plan_voice_units(plan)
@@ -138,6 +155,18 @@ def _execute(
             "sentences_reused": [r.index for r in reused_sentences],
         }
     )
+    for warning in plan.warnings:
+        emit({"event": "warning", "message": warning})
+    if reused_shards or reused_sentences:
+        emit(
+            {
+                "event": "notice",
+                "message": f"resuming an earlier run of this job from {plan.work_dir}: "
+                f"{len(reused_shards)} of {len(plan.shards)} shards"
+                + (f" and {len(reused_sentences)} sentences" if reused_sentences else "")
+                + " already done",
+            }
+        )
     done_records = ledger.data["done"]
     by_name = {s.name: s for s in plan.shards}
     shards: dict[str, ShardResult] = {
@@ -176,6 +205,11 @@ def _execute(
             cancel.set()
     _check_cancel(cancel, plan)
     render_s = time.perf_counter() - t_render
+    late = outcome_warnings(spec, sum(r.frames_changed for r in shards.values()))
+    for warning in late:
+        emit({"event": "warning", "message": warning})
+    if spec.strict and late:
+        raise SpecError(f"--strict: {late[0]}")
     emit({"event": "reducing"})
     request = ReduceRequest(
         plan=plan,
@@ -189,6 +223,7 @@ def _execute(
         retries=outcome.retries,
         device=outcome.device,
         timings={"render_s": render_s},
+        warnings=tuple(late),
     )
     try:
         report = runner.reduce(request, cancel)
@@ -198,7 +233,9 @@ def _execute(
         raise
     seconds = dict(report.stage_seconds)
     seconds["job_s"] = round(time.perf_counter() - started, 4)
-    report = report.model_copy(update={"stage_seconds": seconds})
+    report = report.model_copy(
+        update={"stage_seconds": seconds, "started_at": started_at, "finished_at": utc_now()}
+    )
     ledger.mark_output({"path": report.output, "sha256": report.output_sha256, "run_id": run_id})
     write_json_atomic(report_path(spec.output), report.model_dump(mode="json"))
     if not plan.keep_work_dir:

@@ -8,12 +8,13 @@ spec or input) is never reused silently.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from farm.errors import SpecError
+from farm.errors import Cancelled, FarmError, SpecError
 from farm.fsutil import write_json_atomic
 from farm.plan.shards import Shard
 
@@ -38,6 +39,10 @@ class Ledger:
 
     @classmethod
     def load(cls, work_dir: Path) -> Ledger:
+        if not work_dir.exists():
+            raise SpecError(f"work directory {work_dir} does not exist")
+        if not work_dir.is_dir():
+            raise SpecError(f"{work_dir} is a file, not the work directory of a job")
         path = work_dir / LEDGER_NAME
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -71,8 +76,8 @@ class Ledger:
     def check_key(self, job_key: str) -> None:
         if self.data.get("job_key") != job_key:
             raise SpecError(
-                f"work directory {self.work_dir} belongs to another job (different settings or "
-                "input); use a new --work-dir or delete this one"
+                f"--work-dir {self.work_dir} holds another job (different settings or input): "
+                f"`farm resume {self.work_dir}` finishes that one; give this job a new --work-dir"
             )
 
     @property
@@ -116,3 +121,15 @@ class Ledger:
     def save(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path, self.data)
+
+
+def with_resume_hint(error: FarmError, work_dir: str | None) -> FarmError:
+    """The error, saying where a failed job's finished work is kept and how to finish it."""
+    if isinstance(error, Cancelled) or not work_dir or not Ledger.exists(Path(work_dir)):
+        return error  # a cancellation says so itself; without a ledger there is nothing to resume
+    hinted = copy.copy(error)  # same class and fields (FarmError pickles, so it copies)
+    hinted.args = (
+        f"{error.one_line()} (finished shards are kept in {work_dir}: `farm resume {work_dir}` "
+        "continues the job)",
+    )
+    return hinted

@@ -9,7 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
-from farm.errors import MediaError
+from farm.errors import MediaError, plain_reason
 from farm.media.probe import VideoInfo
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,9 @@ def detect_cuts(
     try:
         stream = open_video(str(path), backend="opencv")
     except Exception as exc:  # scenedetect raises several unrelated types for unreadable files
-        raise MediaError(f"{path}: scene detection could not open the video: {exc}") from None
+        raise MediaError(
+            f"{path}: scene detection could not open the video: {plain_reason(exc)}"
+        ) from None
     stats = StatsManager()
     manager = SceneManager(stats_manager=stats)
     manager.auto_downscale = True

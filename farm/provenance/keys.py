@@ -57,10 +57,47 @@ class OperatorKeyError(FarmError):
 
 
 def farm_home(env: Mapping[str, str] | None = None) -> Path:
-    """$FARM_HOME, else the per-user data directory."""
+    """$FARM_HOME, else the per-user data directory.
+
+    Only resolves the path (log and audit writers use it as it is); `usable_home` checks it, and
+    every function here that reads or writes under the home calls that first.
+    """
     environ = os.environ if env is None else env
     configured = environ.get(ENV_HOME)
     return Path(configured) if configured else Path(platformdirs.user_data_dir("syncfarm"))
+
+
+def _home_label(home: Path, environ: Mapping[str, str]) -> str:
+    configured = environ.get(ENV_HOME)
+    if configured and Path(configured) == home:
+        return f"{ENV_HOME}={configured}"
+    return f"the farm home {home}"
+
+
+def usable_home(home: Path, env: Mapping[str, str] | None = None) -> Path:
+    """`home` when it is a directory or can become one; OperatorKeyError when a file is in the way.
+
+    A regular file at (or above) $FARM_HOME would otherwise surface as NotADirectoryError or
+    FileExistsError from deep inside key loading or writing.
+    """
+    environ = os.environ if env is None else env
+    for candidate in (home, *home.parents):
+        try:
+            if not candidate.exists():
+                continue
+            is_dir = candidate.is_dir()
+        except OSError as exc:
+            raise OperatorKeyError(
+                f"{_home_label(home, environ)} cannot be used: {candidate}: "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from None
+        if is_dir:
+            return home
+        where = "is a file" if candidate == home else f"is inside {candidate}, which is a file"
+        raise OperatorKeyError(
+            f"{_home_label(home, environ)} {where}, not a directory; point it at a folder"
+        )
+    return home
 
 
 def key_id_of(public_key: ed25519.Ed25519PublicKey) -> str:
@@ -281,6 +318,7 @@ def init_keys(home: Path, *, name: str = "") -> Operator:
 
     Refuses to overwrite an existing key: losing it would orphan every record it signed.
     """
+    usable_home(home)
     if (home / KEY_FILE).exists():
         raise OperatorKeyError(
             f"operator key {home / KEY_FILE} already exists; remove it first to make a new one"
@@ -291,28 +329,48 @@ def init_keys(home: Path, *, name: str = "") -> Operator:
     key_pem = signing_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    _write_private(home / KEY_FILE, key_pem)
-    _write_private(home / CERT_KEY_FILE, cert_key_pem)
-    _write_atomic(home / PUB_FILE, public_key_pem(signing_key.public_key()))
-    _write_atomic(home / CA_FILE, ca_pem)
-    _write_atomic(home / CERT_FILE, chain_pem)
-    trust = load_trust_file(home / TRUST_FILE).with_key(
-        TrustedKey(
-            key_id=key_id,
-            name=name or "this farm",
-            public_key_pem=public_key_pem(signing_key.public_key()),
-            c2pa_ca_pem=ca_pem,
+    try:
+        _write_private(home / KEY_FILE, key_pem)
+        _write_private(home / CERT_KEY_FILE, cert_key_pem)
+        _write_atomic(home / PUB_FILE, public_key_pem(signing_key.public_key()))
+        _write_atomic(home / CA_FILE, ca_pem)
+        _write_atomic(home / CERT_FILE, chain_pem)
+        trust = load_trust_file(home / TRUST_FILE).with_key(
+            TrustedKey(
+                key_id=key_id,
+                name=name or "this farm",
+                public_key_pem=public_key_pem(signing_key.public_key()),
+                c2pa_ca_pem=ca_pem,
+            )
         )
-    )
-    _write_atomic(home / TRUST_FILE, trust.to_yaml())
+        _write_atomic(home / TRUST_FILE, trust.to_yaml())
+    except FileExistsError as exc:
+        raise OperatorKeyError(
+            f"{exc.filename} already exists; remove it first to make a new operator key"
+        ) from None
+    except OSError as exc:
+        raise OperatorKeyError(
+            f"cannot write the operator keys in {home}: {_reason(exc)}"
+        ) from None
     return Operator(signing_key, chain_pem, cert_key_pem, trust)
+
+
+def _reason(exc: OSError) -> str:
+    """An OSError in words: "Permission denied: /x", without the errno number."""
+    reason = exc.strerror or type(exc).__name__
+    return f"{reason}: {exc.filename}" if exc.filename else reason
 
 
 def load_trust_file(path: Path) -> TrustList:
     """The trust list at `path` (empty when the file does not exist yet)."""
     if not path.exists():
         return TrustList()
-    return TrustList.from_yaml(path.read_text(), source=str(path))
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = _reason(exc) if isinstance(exc, OSError) else "not UTF-8 text"
+        raise OperatorKeyError(f"cannot read the trust list {path}: {reason}") from None
+    return TrustList.from_yaml(text, source=str(path))
 
 
 def trust_key(
@@ -331,8 +389,11 @@ def trust_key(
         public_key_pem=public_key_pem(public_key),
         c2pa_ca_pem=c2pa_ca_pem,
     )
-    path = home / TRUST_FILE
-    _write_atomic(path, load_trust_file(path).with_key(entry).to_yaml())
+    path = usable_home(home) / TRUST_FILE
+    try:
+        _write_atomic(path, load_trust_file(path).with_key(entry).to_yaml())
+    except OSError as exc:
+        raise OperatorKeyError(f"cannot write the trust list {path}: {_reason(exc)}") from None
     return entry
 
 
@@ -341,7 +402,7 @@ def load_trust(home: Path | None = None, env: Mapping[str, str] | None = None) -
     environ = os.environ if env is None else env
     if environ.get(ENV_TRUST):
         return TrustList.from_yaml(environ[ENV_TRUST], source=f"${ENV_TRUST}")
-    return load_trust_file((home or farm_home(environ)) / TRUST_FILE)
+    return load_trust_file(usable_home(home or farm_home(environ), environ) / TRUST_FILE)
 
 
 def _material(
@@ -349,13 +410,17 @@ def _material(
 ) -> tuple[str, str]:
     if environ.get(variable):
         return environ[variable], f"${variable}"
-    path = home / relative
+    path = usable_home(home, environ) / relative
     if not path.exists():
         raise OperatorKeyError(
             f"operator credential {path} is missing (and ${variable} is not set); "
             "run `farm keys init` or mount the secret"
         )
-    return path.read_text(), str(path)
+    try:
+        return path.read_text(), str(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = _reason(exc) if isinstance(exc, OSError) else "not UTF-8 text"
+        raise OperatorKeyError(f"cannot read operator credential {path}: {reason}") from None
 
 
 def load_operator(home: Path | None = None, env: Mapping[str, str] | None = None) -> Operator:

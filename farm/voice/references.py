@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from farm.errors import MediaError
+from farm.errors import MediaError, plain_reason
 from farm.voice.settings import VoiceSettings
 from farm.voice.signal import frame_rms, read_wav_mono
 
@@ -61,7 +61,9 @@ def clip_seconds(path: Path) -> float:
     try:
         info = sf.info(str(path))
     except (OSError, RuntimeError, sf.LibsndfileError) as exc:
-        raise MediaError(f"cannot read voice reference {path}: {exc}; give a WAV file") from exc
+        raise MediaError(
+            f"cannot read voice reference {path}: {plain_reason(exc)}; give a WAV file"
+        ) from exc
     return float(info.frames) / float(info.samplerate)
 
 

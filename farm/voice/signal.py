@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from farm.errors import MediaError
+from farm.errors import MediaError, plain_reason
 from farm.media.audio import as_2d
 
 # Channel layouts with a front-centre (dialogue) channel at index 2: 5.1 (6) and 7.1 (8).
@@ -150,7 +150,9 @@ def read_wav_mono(path: Path) -> tuple[np.ndarray, int]:
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (OSError, RuntimeError, sf.LibsndfileError) as exc:
-        raise MediaError(f"cannot read audio file {path}: {exc}; give a WAV/FLAC file") from exc
+        raise MediaError(
+            f"cannot read audio file {path}: {plain_reason(exc)}; give a WAV/FLAC file"
+        ) from exc
     if data.shape[0] == 0:
         raise MediaError(f"audio file {path} holds no samples; give a recording of the voice")
     return speech_mixdown(data), int(rate)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -53,30 +56,84 @@ def test_pack_descriptor_recognises_the_same_talker_in_video(
     assert distances[0] < 0.5 < distances[1]
 
 
-def test_altered_consent_is_refused(pack_dir: Path, tmp_path: Path) -> None:
+def _copy(pack_dir: Path, tmp_path: Path) -> Path:
     import shutil
 
     copy = tmp_path / "pack"
     shutil.copytree(pack_dir, copy)
+    return copy
+
+
+def _edit_manifest(pack: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    manifest = pack / "identity.json"
+    data = json.loads(manifest.read_text())
+    edit(data)
+    manifest.write_text(json.dumps(data, indent=2))
+
+
+def test_a_swapped_face_with_its_hash_updated_is_refused(pack_dir: Path, tmp_path: Path) -> None:
+    """The consent bypass: another person's crop, its sha256 written into the manifest."""
+    copy = _copy(pack_dir, tmp_path)
+    other = cv2.imread(str(media_path("faces/astronaut_eileen_collins_nasa.png")))
+    face = copy / "faces" / "face_00.png"
+    cv2.imwrite(str(face), cv2.resize(other, (CROP_SIZE, CROP_SIZE)))
+    _edit_manifest(copy, lambda m: m["faces"][0].update(sha256=sha256_file(face)))
+    with pytest.raises(ConsentError, match=r"identity\.json was edited after the pack was signed"):
+        load_identity(copy)
+
+
+def test_edited_landmarks_are_refused(pack_dir: Path, tmp_path: Path) -> None:
+    copy = _copy(pack_dir, tmp_path)
+    _edit_manifest(copy, lambda m: m["faces"][0]["landmarks"][30].__setitem__(0, 1.0))
+    with pytest.raises(ConsentError, match=r"identity\.json was edited"):
+        load_identity(copy)
+
+
+def test_a_replaced_or_missing_file_is_refused_by_name(pack_dir: Path, tmp_path: Path) -> None:
+    copy = _copy(pack_dir, tmp_path)
     consent = next((copy / "consent").iterdir())
     consent.write_text("something else")
-    with pytest.raises(ConsentError, match="expected"):
+    with pytest.raises(ConsentError, match=rf"{consent.name} was altered since the pack was"):
         load_identity(copy)
     consent.unlink()
-    with pytest.raises(ConsentError, match="missing"):
+    with pytest.raises(ConsentError, match=rf"{consent.name} is missing"):
         load_identity(copy)
-
-
-def test_altered_face_is_refused(pack_dir: Path, tmp_path: Path) -> None:
-    import shutil
-
-    copy = tmp_path / "pack"
-    shutil.copytree(pack_dir, copy)
     (copy / "faces" / "face_00.png").write_bytes(b"x")
-    with pytest.raises(MediaError, match=r"face_00\.png has sha256"):
+    with pytest.raises(ConsentError, match=r"face_00\.png was altered"):
         load_identity(copy)
     with pytest.raises(MediaError, match="not an identity pack"):
         load_identity(tmp_path)
+
+
+def test_an_added_file_is_refused(pack_dir: Path, tmp_path: Path) -> None:
+    copy = _copy(pack_dir, tmp_path)
+    (copy / "faces" / "face_01.png").write_bytes((copy / "faces" / "face_00.png").read_bytes())
+    with pytest.raises(ConsentError, match=r"face_01\.png is not in the pack's signed manifest"):
+        load_identity(copy)
+
+
+def test_a_pack_signed_by_an_untrusted_key_is_refused(
+    pack_dir: Path, tmp_path: Path, manifest: ModelManifest, consent_file: Path
+) -> None:
+    from farm.provenance.keys import init_keys, load_trust
+
+    stranger = init_keys(tmp_path / "stranger")
+    pack = create_identity(
+        [media_path(SOURCE_FACE)], consent_file, tmp_path / "theirs", manifest, operator=stranger
+    ).pack
+    assert pack.manifest.signer_key_id == stranger.key_id
+    with pytest.raises(ConsentError, match=rf"signed by key {stranger.key_id}, which this farm"):
+        load_identity(tmp_path / "theirs", trust=load_trust())
+
+
+def test_an_unsigned_format_1_pack_is_refused(pack_dir: Path, tmp_path: Path) -> None:
+    copy = _copy(pack_dir, tmp_path)
+    _edit_manifest(copy, lambda m: m.update(format=1))
+    with pytest.raises(ConsentError, match="made before packs were signed"):
+        load_identity(copy)
+    _edit_manifest(copy, lambda m: m.update(format=2, signature=None))
+    with pytest.raises(ConsentError, match="is not signed"):
+        load_identity(copy)
 
 
 def _image(tmp_path: Path, name: str, image: np.ndarray) -> Path:
@@ -135,6 +192,36 @@ def test_unreadable_missing_and_bad_inputs(
         create_identity([face], consent_file, tmp_path / "full", manifest)
 
 
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("short", r"hold 0\.50 s of audio, need at least 2\.0 s"),
+        ("silence", "voiced speech"),
+        ("noise", "voiced speech"),
+    ],
+)
+def test_voice_references_that_cannot_make_a_voice_are_refused_at_creation(
+    kind: str, message: str, tmp_path: Path, manifest: ModelManifest, consent_file: Path
+) -> None:
+    import soundfile as sf
+
+    rate = 16000
+    if kind == "short":
+        voice, voice_rate = sf.read(str(media_path("audio/grid_swiz3n.wav")), dtype="float32")
+        audio, rate = voice[: int(0.5 * voice_rate)], voice_rate
+    elif kind == "silence":
+        audio = np.zeros(4 * rate, np.float32)
+    else:
+        audio = np.random.default_rng(0).normal(0, 0.2, 4 * rate).astype(np.float32)
+    clip = tmp_path / f"{kind}.wav"
+    sf.write(str(clip), audio, rate)
+    with pytest.raises(MediaError, match=message):
+        create_identity(
+            [media_path(SOURCE_FACE)], consent_file, tmp_path / "out", manifest, voices=[clip]
+        )
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_creates_a_pack_and_reports_errors_on_one_stderr_line(
     tmp_path: Path, consent_file: Path
 ) -> None:
@@ -161,6 +248,6 @@ def test_cli_creates_a_pack_and_reports_errors_on_one_stderr_line(
     )
     assert bad.exit_code == 1
     # The wall photo is not covered by the consent record: refused before any face work.
-    assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: consent")
+    assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("farm: error: consent")
     assert "does not cover reference face wall.png" in bad.stderr
     assert bad.stdout == ""

@@ -10,6 +10,8 @@ import pytest
 
 from farm.errors import ConsentError
 from farm.provenance.consent import (
+    CLOCK_SKEW,
+    ConsentRecord,
     check_consent,
     create_consent,
     read_consent,
@@ -36,6 +38,8 @@ from farm.provenance.keys import (
 from tests.conftest import media_path
 
 TODAY = dt.date(2026, 3, 1)
+SIGNED_AT = dt.datetime(2026, 2, 1, 9, 30, tzinfo=dt.timezone.utc)
+"""When the fixtures' records were signed: before TODAY, whatever this machine's clock says."""
 
 
 @pytest.fixture
@@ -58,6 +62,7 @@ def record_path(tmp_path: Path, operator: Operator, references: tuple[Path, Path
         face_files=[face],
         voice_files=[voice],
         operator=operator,
+        now=SIGNED_AT,
     )
     path = tmp_path / "consent.yaml"
     write_consent(record, path)
@@ -72,6 +77,7 @@ def check(path: Path, operator: Operator, references: tuple[Path, Path], **overr
         "voice_files": [voice],
         "trust": operator.trust,
         "today": TODAY,
+        "now": dt.datetime.combine(TODAY, dt.time(12), tzinfo=dt.timezone.utc),
     }
     arguments.update(overrides)
     return check_consent(path, **arguments)  # type: ignore[arg-type]
@@ -109,7 +115,7 @@ def test_wrong_scope_is_refused(
     face, _ = references
     record = create_consent(
         subject="Alex Doe", scope=["face"], purpose="p", expires=dt.date(2026, 12, 31),
-        face_files=[face], operator=operator,
+        face_files=[face], operator=operator, now=SIGNED_AT,
     )
     path = tmp_path / "face-only.yaml"
     write_consent(record, path)
@@ -177,14 +183,19 @@ def test_every_failure_has_its_own_message(
     stranger = init_keys(tmp_path / "stranger")
     other = tmp_path / "other.png"
     shutil.copy(media_path("faces/astronaut_eileen_collins_nasa.png"), other)
+    before_signing = SIGNED_AT - dt.timedelta(days=1)
     attempts = [
         lambda: check(tmp_path / "missing.yaml", operator, references),
         lambda: check(record_path, operator, references, today=dt.date(2030, 1, 1)),
         lambda: check(record_path, operator, references, scope={"face", "voice", "body"}),
         lambda: check(record_path, stranger, references),
         lambda: check(record_path, operator, references, face_files=[other]),
+        lambda: check(record_path, operator, references, now=before_signing),
     ]
-    reasons = ["consent missing", "expired on", "out of scope", "untrusted key", "does not cover"]
+    reasons = [
+        "consent missing", "expired on", "out of scope", "untrusted key", "does not cover",
+        "created in the future",
+    ]
     for attempt, reason in zip(attempts, reasons, strict=True):
         with pytest.raises(ConsentError) as caught:
             attempt()
@@ -195,7 +206,137 @@ def test_every_failure_has_its_own_message(
 def test_create_refuses_scope_without_media(operator: Operator) -> None:
     with pytest.raises(ConsentError, match="voice scope needs at least one --voice"):
         create_consent(
-            subject="A", scope=["voice"], purpose="p", expires=TODAY, operator=operator
+            subject="A", scope=["voice"], purpose="p", expires=TODAY, operator=operator,
+            now=SIGNED_AT,
+        )
+
+
+# -- dates: the expiry at creation, the creation time at every check ---------------------------
+
+
+def test_create_refuses_an_expiry_that_has_passed(
+    operator: Operator, references: tuple[Path, Path]
+) -> None:
+    face, _ = references
+    arguments: dict[str, object] = {
+        "subject": "Alex Doe", "scope": ["face"], "purpose": "p", "face_files": [face],
+        "operator": operator,
+    }
+    passed = "consent expires 2020-01-01, which has passed; give a future --expires"
+    with pytest.raises(ConsentError, match=f"^{passed}$"):
+        create_consent(expires=dt.date(2020, 1, 1), **arguments)  # type: ignore[arg-type]
+    # On the system clock too, and the last day itself is still valid.
+    yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    with pytest.raises(ConsentError, match="which has passed"):
+        create_consent(expires=yesterday, **arguments)  # type: ignore[arg-type]
+    at = dt.datetime(2026, 3, 1, 23, 59, tzinfo=dt.timezone.utc)
+    record = create_consent(expires=TODAY, now=at, **arguments)  # type: ignore[arg-type]
+    assert record.expires == TODAY
+
+
+def _signed_at(
+    tmp_path: Path, operator: Operator, references: tuple[Path, Path], created: dt.datetime
+) -> Path:
+    """A record signed by the operator, as `create_consent` signs it, with `created` as given."""
+    face, voice = references
+    record = create_consent(
+        subject="Alex Doe", scope=["face", "voice"], purpose="p", expires=dt.date(2099, 1, 1),
+        face_files=[face], voice_files=[voice], operator=operator, now=created,
+    )
+    assert record.created == created.replace(microsecond=0)
+    path = tmp_path / f"consent-{created:%Y%m%dT%H%M%S}.yaml"
+    write_consent(record, path)
+    return path
+
+
+def test_a_record_created_in_the_future_is_refused(
+    tmp_path: Path, operator: Operator, references: tuple[Path, Path]
+) -> None:
+    """The signature is valid (the signer's clock is wrong, not the record): only the date is."""
+    future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
+    path = _signed_at(tmp_path, operator, references, future)
+    record = read_consent(path)
+    assert record.signature and record.signer_key_id == operator.key_id
+    with pytest.raises(ConsentError, match=r"was created in the future: .* more than 5 minutes"):
+        check(path, operator, references, now=None, today=None)
+    # Once the clock has caught up, the same file passes.
+    check(path, operator, references, now=future, today=None)
+
+
+def test_created_within_the_clock_skew_is_accepted(
+    tmp_path: Path, operator: Operator, references: tuple[Path, Path]
+) -> None:
+    now = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+    assert dt.timedelta(minutes=5) == CLOCK_SKEW
+    ahead = _signed_at(tmp_path, operator, references, now + CLOCK_SKEW)
+    check(ahead, operator, references, now=now, today=None)  # exactly the skew: accepted
+    slightly_ahead = _signed_at(tmp_path, operator, references, now + dt.timedelta(minutes=3))
+    check(slightly_ahead, operator, references, now=now, today=None)
+    too_far = _signed_at(tmp_path, operator, references, now + CLOCK_SKEW + dt.timedelta(seconds=1))
+    with pytest.raises(ConsentError, match="created in the future"):
+        check(too_far, operator, references, now=now, today=None)
+
+
+def test_a_naive_created_time_is_read_as_utc(
+    tmp_path: Path, operator: Operator, references: tuple[Path, Path]
+) -> None:
+    face, voice = references
+    now = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+    record = ConsentRecord(
+        consent_id="naive", subject="Alex Doe", authorised=(operator.key_id,),
+        scope=("face", "voice"), purpose="p", expires=dt.date(2099, 1, 1),
+        created=dt.datetime(2026, 3, 1, 13, 0),  # no zone: an hour after `now` in UTC
+        media=tuple(create_consent(
+            subject="x", scope=["face", "voice"], purpose="p", expires=dt.date(2099, 1, 1),
+            face_files=[face], voice_files=[voice], operator=operator, now=now,
+        ).media),
+    ).signed_by(operator)
+    path = tmp_path / "naive.yaml"
+    write_consent(record, path)
+    with pytest.raises(ConsentError, match="created in the future"):
+        check(path, operator, references, now=now, today=None)
+    check(path, operator, references, now=now + dt.timedelta(hours=1), today=None)
+
+
+# -- create: bad values named by their flag -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"subject": ""}, "--subject must not be empty"),
+        ({"subject": "   "}, "--subject must not be empty"),
+        ({"purpose": ""}, "--purpose must not be empty"),
+        ({"scope": ["face", "body"]}, "--scope 'body' is not a consent scope"),
+        ({"scope": []}, "--scope must name face, voice or face,voice"),
+        ({"authorised": [""]}, "--authorised must not be empty"),
+        ({"face_files": [Path("/nonexistent/face.png")]}, "--face /nonexistent/face.png does"),
+    ],
+)
+def test_create_names_the_flag(
+    operator: Operator, references: tuple[Path, Path], overrides: dict[str, object], message: str
+) -> None:
+    face, _ = references
+    arguments: dict[str, object] = {
+        "subject": "Alex Doe", "scope": ["face"], "purpose": "p", "expires": dt.date(2099, 1, 1),
+        "face_files": [face], "operator": operator,
+    }
+    arguments.update(overrides)
+    with pytest.raises(ConsentError) as caught:
+        create_consent(**arguments)  # type: ignore[arg-type]
+    text = caught.value.one_line()
+    assert text.startswith(message), text
+    for pydantic_words in ("Value error", "should have at least", "validation error", "Errno"):
+        assert pydantic_words not in text
+
+
+def test_create_refuses_a_directory_as_reference(
+    operator: Operator, tmp_path: Path
+) -> None:
+    with pytest.raises(ConsentError, match=r"^--face .* is a directory, not a file$"):
+        create_consent(
+            subject="A", scope=["face"], purpose="p", expires=dt.date(2099, 1, 1),
+            face_files=[tmp_path], operator=operator,
         )
 
 

@@ -13,6 +13,7 @@ import pytest
 from farm.chaos import ChaosSettings
 from farm.devices import Device, WorkerResources
 from farm.errors import Cancelled
+from farm.media.ffmpeg import run_ffmpeg, select_ffmpeg
 from farm.pipeline.plan import prepare_job, shard_task
 from farm.pipeline.progress import ProgressTracker
 from farm.pipeline.runner import InProcessRunner, execute_job
@@ -244,3 +245,39 @@ def test_the_default_work_dir_of_another_job_is_replaced_and_the_same_job_resume
     execute_job(spec, InProcessRunner(), on_event=events.append)
     notices = [e["message"] for e in events if e["event"] == "notice"]
     assert notices and "resuming an earlier run of this job" in notices[0]
+
+
+def test_a_double_that_did_not_happen_is_said_and_strict_fails_it(
+    identity_pack: Path, tmp_path: Path
+) -> None:
+    from farm.errors import SpecError
+
+    no_faces = make_clip(ClipRecipe("pattern", seconds=1.0, size="160x120"), tmp_path)
+    spec = JobSpec.model_validate(
+        {"input": no_faces, "output": tmp_path / "o.mp4", "face": {"identity": identity_pack}}
+    )
+    report = execute_job(spec, InProcessRunner())
+    assert report.frames_changed == 0
+    assert any("no frame was swapped" in w for w in report.warnings)
+    strict = spec.model_copy(update={"strict": True, "output": tmp_path / "strict.mp4"})
+    with pytest.raises(SpecError, match="--strict: no frame was swapped"):
+        execute_job(strict, InProcessRunner())
+    assert not (tmp_path / "strict.mp4").exists()
+
+
+def test_streams_the_output_does_not_carry_are_named(tmp_path: Path) -> None:
+    from farm.errors import SpecError
+
+    src = tmp_path / "two-tracks.mp4"
+    run_ffmpeg(
+        [select_ffmpeg({"libx264", "aac"}).path, "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+         "testsrc2=size=160x120:duration=1", "-f", "lavfi", "-i", "sine=duration=1", "-f", "lavfi",
+         "-i", "sine=frequency=220:duration=1", "-map", "0", "-map", "1", "-map", "2",
+         "-metadata:s:a:1", "language=deu", "-c:v", "libx264", "-c:a", "aac", str(src)]
+    )  # fmt: skip
+    report = execute_job(_passthrough(src, tmp_path / "o.mp4"), InProcessRunner())
+    assert report.warnings == [
+        "two-tracks.mp4: stream #2 (audio, aac, language deu) is not carried to the output"
+    ]
+    with pytest.raises(SpecError, match=r"--strict: two-tracks\.mp4: stream #2"):
+        execute_job(_passthrough(src, tmp_path / "s.mp4", strict=True), InProcessRunner())

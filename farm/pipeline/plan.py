@@ -139,9 +139,7 @@ def prepare_job(spec: JobSpec, *, operator: Operator | None = None) -> tuple[Job
     final_enc = final_encoder(
         spec.video.codec, spec.video.crf, spec.video.preset, video, spec.video.final_threads
     )
-    warnings = [f"{info.path.name}: {stream} is not carried to the output" for stream in info.extra]
-    if spec.strict and warnings:
-        raise SpecError(f"--strict: {warnings[0]}")
+    warnings = dropped_stream_warnings(info, strict=spec.strict)
     if shard_enc.pix_fmt.replace("yuvj", "yuv") != video.pix_fmt.replace("yuvj", "yuv"):
         warnings.append(
             f"source pixel format {video.pix_fmt} is encoded as {shard_enc.pix_fmt} "
@@ -211,6 +209,14 @@ def prepare_job(spec: JobSpec, *, operator: Operator | None = None) -> tuple[Job
         timings={"probe_s": t_probe, "plan_s": t_plan},
     )
     return plan, ledger
+
+
+def dropped_stream_warnings(info: MediaInfo, *, strict: bool) -> list[str]:
+    """One warning per input stream the output does not carry (an error with ``strict``)."""
+    warnings = [f"{info.path.name}: {stream} is not carried to the output" for stream in info.extra]
+    if strict and warnings:
+        raise SpecError(f"--strict: {warnings[0]}")
+    return warnings
 
 
 def _stale_default_work_dir(work_dir: Path, job_key: str) -> str | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from farm.errors import MediaError, SpecError
 from farm.media.probe import MediaInfo, probe
-from farm.pipeline.plan import check_output_writable
+from farm.pipeline.plan import check_output_writable, dropped_stream_warnings
 from farm.spec import JobSpec
 
 
@@ -113,7 +113,4 @@ def preflight(spec: JobSpec) -> list[str]:
         if spec.face.reference is not None:
             _check_reference_image(spec.face.reference, spec.models_dir)
         _check_voice_backends(spec, pack.voice_refs)
-    warnings = [f"{info.path.name}: {stream} is not carried to the output" for stream in info.extra]
-    if spec.strict and warnings:
-        raise SpecError(f"--strict: {warnings[0]}")
-    return warnings
+    return dropped_stream_warnings(info, strict=spec.strict)

@@ -109,3 +109,11 @@ def test_pools_never_ask_for_more_than_a_node_has(
     assert (plan.device == "cuda") == any(
         p.shape.num_gpus > 0 and p.kind != "voice" for p in plan.pools
     )
+
+
+def test_a_gpu_node_without_cpu_room_leaves_cpu_workers_and_says_so() -> None:
+    nodes = [NodeResources("gpu-no-cpu", 0, 1), NodeResources("cpu", 1, 0)]
+    plan = plan_pools(ClusterSettings(gpus_per_worker=0.25, cpus_per_worker=0.5), nodes,
+                      video_units=1, voice_units=0)  # fmt: skip
+    assert plan.device == "cpu" and _counts(plan.pools) == {("video", WorkerShape(0.5, 0.0)): 1}
+    assert "run on CPUs" in plan.warnings[0]

@@ -98,7 +98,6 @@ def plan_pools(
             "voice workers ask for GPUs (--voice-gpus-per-worker) but the cluster has none"
         )
     vgpu = _video_gpus(cluster, bool(gpu_nodes), gpu_capable)
-    device: Literal["cpu", "cuda"] = "cuda" if vgpu > 0 else "cpu"
     gpu_shape = WorkerShape(cluster.cpus_per_worker, vgpu)
     cpu_shape = WorkerShape(cluster.cpus_per_worker, 0.0)
     voice_shape = WorkerShape(cluster.voice_cpus_per_worker, cluster.voice_gpus_per_worker)
@@ -159,4 +158,11 @@ def plan_pools(
             + (" after the voice workers; lower --voice-workers" if voice_units else "")
             + "; lower --cpus-per-worker / --gpus-per-worker or add nodes"
         )
-    return PoolPlan(device, tuple(pools), tuple(warnings))
+    # What the video workers really got: GPU nodes without CPU room leave only CPU workers.
+    on_gpu = any(p.shape.num_gpus > 0 and p.kind != "voice" for p in pools)
+    if vgpu > 0 and not on_gpu:
+        warnings.append(
+            "no GPU node has room for a video worker "
+            f"({cluster.cpus_per_worker} CPU each): video workers run on CPUs"
+        )
+    return PoolPlan("cuda" if on_gpu else "cpu", tuple(pools), tuple(warnings))

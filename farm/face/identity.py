@@ -356,22 +356,20 @@ def _read_manifest(root: Path) -> PackManifest:
 
 
 def _check_signature(root: Path, manifest: PackManifest, trust: TrustList) -> None:
-    from farm.provenance.keys import verify_signature
+    from farm.provenance.keys import signature_problem
 
     path = root / PACK_MANIFEST
-    if manifest.signature is None or manifest.signer_key_id is None:
+    problem = signature_problem(
+        manifest.signer_key_id, manifest.signature, manifest.signed_bytes(), trust
+    )
+    if problem == "unsigned":
         raise ConsentError(f"{path} is not signed; re-create the pack with `farm identity create`")
-    public_key = trust.public_key(manifest.signer_key_id)
-    if public_key is None:
+    if problem == "untrusted":
         raise ConsentError(
             f"identity pack {root} is signed by key {manifest.signer_key_id}, which this farm "
             "does not trust; `farm keys trust` that operator's key, or re-create the pack here"
         )
-    try:
-        signature = base64.b64decode(manifest.signature, validate=True)
-    except ValueError:
-        signature = b""
-    if not verify_signature(public_key, signature, manifest.signed_bytes()):
+    if problem == "bad":
         raise ConsentError(
             f"{path} was edited after the pack was signed (its signature does not verify); "
             "re-create the pack with `farm identity create`"

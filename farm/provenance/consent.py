@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from farm.errors import ConsentError
 from farm.fsutil import sha256_file
-from farm.provenance.keys import Operator, TrustList, verify_signature
+from farm.provenance.keys import Operator, TrustList, signature_problem
 
 Scope = Literal["face", "voice"]
 SCOPES: tuple[Scope, ...] = ("face", "voice")
@@ -246,19 +246,17 @@ def read_consent(path: Path) -> ConsentRecord:
 
 def verify_consent_signature(record: ConsentRecord, trust: TrustList, *, source: str) -> None:
     """Raise ConsentError unless the record is signed by a trusted key and the signature holds."""
-    if not record.signature or not record.signer_key_id:
+    problem = signature_problem(
+        record.signer_key_id, record.signature, record.signed_bytes(), trust
+    )
+    if problem == "unsigned":
         raise ConsentError(f"consent {source} is unsigned; sign it with `farm consent create`")
-    public_key = trust.public_key(record.signer_key_id)
-    if public_key is None:
+    if problem == "untrusted":
         raise ConsentError(
             f"consent {source} is signed by untrusted key {record.signer_key_id}; "
             "trust it with `farm keys trust PUBKEY` if you know its operator"
         )
-    try:
-        signature = base64.b64decode(record.signature, validate=True)
-    except ValueError:
-        signature = b""
-    if not verify_signature(public_key, signature, record.signed_bytes()):
+    if problem == "bad":
         raise ConsentError(
             f"consent {source} has a bad signature from key {record.signer_key_id}: "
             "the record was altered after signing"

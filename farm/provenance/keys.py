@@ -18,12 +18,14 @@ directory from platformdirs).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 import yaml
@@ -207,6 +209,25 @@ def verify_signature(
     except InvalidSignature:
         return False
     return True
+
+
+SignatureProblem = Literal["unsigned", "untrusted", "bad"]
+
+
+def signature_problem(
+    signer_key_id: str | None, signature_b64: str | None, message: bytes, trust: TrustList
+) -> SignatureProblem | None:
+    """What is wrong with a signed document's signature (None: a trusted key signed it)."""
+    if not signature_b64 or not signer_key_id:
+        return "unsigned"
+    public_key = trust.public_key(signer_key_id)
+    if public_key is None:
+        return "untrusted"
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+    except ValueError:
+        return "bad"
+    return None if verify_signature(public_key, signature, message) else "bad"
 
 
 def _name(common_name: str) -> x509.Name:

@@ -17,9 +17,6 @@ from farm.errors import FarmError
 if TYPE_CHECKING:
     from farm.pipeline.report import JobReport
 
-EXIT_FAILED = 1
-EXIT_CANCELLED = 130
-
 
 def follow_in_terminal(
     handle: Any, run_id: str, *, as_json: bool, metrics_port: int | None = None

@@ -13,6 +13,10 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	@# one OpenCV: a venv from before the switch to the headless build holds opencv-python, whose
+	@# files overlap opencv-python-headless's; remove both (and scenedetect) so cv2 comes back whole
+	@if $(PY) -m pip show -q opencv-python >/dev/null 2>&1; then \
+	  $(PY) -m pip uninstall -y -q opencv-python opencv-python-headless scenedetect; fi
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

@@ -6,7 +6,8 @@ Steps, each a real `farm` command:
 2. `farm consent create` for the GRID talker swiz3n (face photo and voice clip, signed);
 3. `farm identity create` from that photo, voice clip and consent;
 4. `farm run` on grid_hardcuts_4_speakers_12s.mp4: face swap on every shot, speech converted
-   into the identity's voice (`--voice vc`), both watermarks and a C2PA manifest;
+   into the identity's voice (`--voice vc`), both watermarks and a C2PA manifest, and the
+   independent judges' report page beside it (OUT.mp4.report.html);
 5. `farm verify` on the output.
 """
 
@@ -117,6 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     print(verify.stdout.strip())
     print(f"demo: wrote {summary['output']}")
     print(f"demo: report {output.with_name(output.name + '.report.json')}")
+    if summary.get("quality_report"):
+        print(f"demo: quality report page {summary['quality_report']}")
+    quality = summary.get("quality") or {}
+    identity = quality.get("identity_similarity") or {}
+    if identity.get("mean_to_identity") is not None:
+        print(
+            f"demo: SFace similarity to the identity {identity['mean_to_identity']:.3f}, to the "
+            f"person replaced {identity['mean_to_original']:.3f} "
+            f"({identity['closer_to_identity']:.0%} of faces closer to the identity)"
+        )
     voice = summary.get("voice") or {}
     print(
         f"demo: {summary['frames']} frames in {summary['shards']} shards "

@@ -1,4 +1,4 @@
-"""Face-stack throughput at 720p: a sharded run against a plain single-process frame loop.
+"""Face-stack throughput at 720p, and what the independent judges say of the result.
 
     python -m bench.faces [--media ../shared/media] [--frames 150] [--workers 2]
 
@@ -10,8 +10,11 @@ For each clip (GRID hard cuts, Tears of Steel) a 720p copy is made first (untime
   pins its codecs and OpenCV to one thread. Model loading is reported apart (actors load once).
 
 It prints frames per second, the sharded/plain ratio and milliseconds per frame for each stage
-(decode, detect, landmarks, descriptor, swap, blend, encode). A benchmark, never a test: numbers
-depend on the machine and on whatever else runs on it.
+(decode, detect, landmarks, descriptor, swap, blend, encode). Then the plain loop's output is
+judged against its input by `farm.eval` (YuNet + SFace, SSIM, jitter: models the swap never
+uses), so a change to the swap shows its effect on quality next to its effect on speed. A
+benchmark, never a test: speeds depend on the machine and on whatever else runs on it; the
+quality numbers do not.
 """
 
 from __future__ import annotations
@@ -31,11 +34,10 @@ import av
 import cv2
 import numpy as np
 
-from farm.face.identity import create_identity
+from bench.common import make_identity, use_bench_operator
 from farm.face.processor import build_from_settings, shard_context
 from farm.face.settings import FaceSettings
 from farm.face.timing import StageTimer
-from farm.models import builtin_face_manifest
 
 CLIPS = ("video/grid_hardcuts_4_speakers_12s.mp4", "video/tears_of_steel_10s_cuts_noaudio.mp4")
 SOURCE_FACE = "faces/grid_talker_swiz3n_frontal.png"
@@ -172,8 +174,40 @@ def sharded(clip: Path, work: Path, pack: Path, frames: int, workers: int, batch
     return RunResult(frames, steady, sum(r.swapped for r in results), load, stages | {"wall": wall})
 
 
+def judged(source: Path, output: Path, pack: Path) -> dict[str, float | None]:
+    """The independent judges' headline numbers for one output against its source."""
+    from farm.eval.evaluate import EvalRequest, EvalSettings, evaluate
+
+    found = evaluate(
+        EvalRequest(
+            input=source,
+            output=output,
+            identity=pack,
+            settings=EvalSettings(judges=("identity", "coverage", "fidelity", "temporal")),
+        )
+    ).report
+    identity, coverage = found.identity_similarity, found.coverage
+    fidelity, temporal = found.fidelity, found.temporal
+    return {
+        "sface_to_identity": identity.mean_to_identity if identity else None,
+        "sface_to_original": identity.mean_to_original if identity else None,
+        "closer_to_identity": identity.closer_to_identity if identity else None,
+        "faces_changed": coverage.share_changed if coverage else None,
+        "ssim_source_output": fidelity.ssim_source_output if fidelity else None,
+        "ssim_identity_output": fidelity.ssim_identity_output if fidelity else None,
+        "ssim_outside_face": fidelity.ssim_outside_face if fidelity else None,
+        "jitter_ratio": temporal.jitter_ratio if temporal else None,
+        "flicker_ratio": temporal.flicker_ratio if temporal else None,
+    }
+
+
 def report(
-    name: str, size: tuple[int, int], plain: RunResult, farm: RunResult, workers: int
+    name: str,
+    size: tuple[int, int],
+    plain: RunResult,
+    farm: RunResult,
+    workers: int,
+    quality: dict[str, float | None],
 ) -> dict[str, object]:
     def per_frame(result: RunResult) -> dict[str, float]:
         return {s: 1000 * result.stages.get(s, 0.0) / result.frames for s in STAGES}
@@ -194,6 +228,9 @@ def report(
         values = per_frame(result)
         print(f"  {label:<14} " + " ".join(f"{values[s]:10.2f}" for s in STAGES))
     print("  (*sharded: CPU ms summed over workers, per frame)")
+    print("  judges (plain output vs its input):")
+    for key, value in quality.items():
+        print(f"    {key:<22} {'-' if value is None else f'{value:.3f}'}")
     return {
         "clip": name,
         "size": size,
@@ -203,6 +240,7 @@ def report(
         "ratio": ratio,
         "plain_ms": per_frame(plain),
         "sharded_ms": per_frame(farm),
+        "quality": quality,
     }
 
 
@@ -219,16 +257,15 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-faces-") as tmp:
         work = Path(tmp)
-        consent = work / "consent.txt"
-        consent.write_text("benchmark identity: GRID talker swiz3n (CC BY 4.0)\n")
-        pack = work / "identity"
-        create_identity([args.media / SOURCE_FACE], consent, pack, builtin_face_manifest())
+        use_bench_operator(work / "farm-home")
+        pack = make_identity(work, args.media / SOURCE_FACE)
         for relative in CLIPS:
             clip = work / (Path(relative).stem + "_720p.mp4")
             size = make_720p(args.media / relative, clip, args.frames)
             plain = run_range(clip, work / "plain.mp4", pack, 0, args.frames, args.batch, False)
             farm = sharded(clip, work, pack, args.frames, args.workers, args.batch)
-            rows.append(report(Path(relative).name, size, plain, farm, args.workers))
+            quality = judged(clip, work / "plain.mp4", pack)
+            rows.append(report(Path(relative).name, size, plain, farm, args.workers, quality))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     print("\ngoal: >= 15 fps at 720p on 2 cores")

@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                     "input": source, "output": tmp / name, "passthrough": True,
                     "video": {"max_shard_s": args.shard_seconds, "min_shard_s": 0.2},
                     "cluster": {"gpus_per_worker": 1, "max_inflight_per_worker": 2},
+                    "report": {"judges": False},  # the farm's overhead, not the judges'
                 })  # fmt: skip
 
             run_attached(spec("warmup.mp4"))

@@ -58,6 +58,7 @@ RUN_FLAGS = {
     "cluster.connect_timeout_s": "--connect-timeout",
     "metrics_port": "--metrics-port",
     "strict": "--strict",
+    "report.judges": "--no-report",
 }
 """Setting paths of a JobSpec -> the `farm run` flags that set them (errors name the flag)."""
 
@@ -71,6 +72,10 @@ def _register_subcommands() -> None:
     app.add_typer(keys_app, name="keys")
     app.add_typer(consent_app, name="consent")
     app.command("verify")(verify)
+
+    from cli.eval import evaluate
+
+    app.command("eval")(evaluate)
 
     from cli.cluster import batch, logs, status, submit
 
@@ -187,6 +192,13 @@ def run(
         bool, typer.Option(help="fail when the double did not happen (no frame swapped, ...)")
     ] = False,
     shard_timeout: Annotated[float, typer.Option(help="seconds before a shard is re-run")] = 600.0,
+    report: Annotated[
+        bool,
+        typer.Option(
+            help="judge the output independently and write OUT.report.html beside it "
+            "(--no-report skips the judges; the JSON report is always written)"
+        ),
+    ] = True,
     metrics_port: Annotated[
         int | None, typer.Option(help="serve Prometheus metrics on this port")
     ] = None,
@@ -222,6 +234,7 @@ def run(
         },
         "metrics_port": metrics_port,
         "strict": strict,
+        "report": {"judges": report},
     }
     if identity is None and (faces is not None or reference is not None):
         raise SpecError("--faces and --reference choose whom to swap: give --identity DIR too")

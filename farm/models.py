@@ -31,7 +31,7 @@ T = TypeVar("T")
 MANIFEST_NAME = "manifest.json"
 """The manifest file inside a models directory."""
 
-Runtime = Literal["dlib", "onnxruntime"]
+Runtime = Literal["dlib", "onnxruntime", "opencv", "ctranslate2"]
 
 
 class InputContract(BaseModel):

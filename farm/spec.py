@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -137,6 +137,20 @@ class ClusterSettings(BaseModel):
         return self
 
 
+class ReportSettings(BaseModel):
+    """The quality report beside the output. None of this changes the output (not in its id)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    judges: bool = Field(
+        default=True,
+        description="run the independent judges and write OUT.report.html (farm run --no-report "
+        "skips them; the JSON report is always written)",
+    )
+    pairs: int = Field(default=10, ge=1, le=100, description="random frame pairs in the report")
+    samples: int = Field(default=60, ge=3, le=10_000, description="frames measured for the plots")
+
+
 class JobSpec(BaseModel):
     """One job: an input video, what to do to it, and where the result goes."""
 
@@ -154,6 +168,7 @@ class JobSpec(BaseModel):
     cluster: ClusterSettings = ClusterSettings()
     models_dir: AbsolutePath | None = None
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    report: ReportSettings = ReportSettings()
     chaos: ChaosSettings | None = Field(default=None, description="fault injection (tests only)")
     strict: bool = Field(
         default=False,
@@ -203,6 +218,7 @@ class JobSpec(BaseModel):
                 "chaos",
                 "provenance",
                 "strict",
+                "report",
             },
         )
         blob = json.dumps(relevant, sort_keys=True).encode()
@@ -213,7 +229,8 @@ def validation_message(error: Any, names: Mapping[str, str] | None = None) -> st
     """One pydantic error in a user's words: the setting by the name they typed (``names`` maps
     dotted setting paths to flags) and the rule, without pydantic's phrasing."""
     names = names or {}
-    path = ".".join(str(p) for p in error["loc"])
+    # A list item's index is not part of the setting's name (--judge, not settings.judges.0).
+    path = ".".join(str(p) for p in error["loc"] if not isinstance(p, int))
     kind, ctx = error["type"], error.get("ctx") or {}
     rules = {
         "greater_than": lambda: f"must be > {ctx.get('gt')}",
@@ -246,7 +263,17 @@ def parse_spec(data: dict[str, object], *, names: Mapping[str, str] | None = Non
     ``names`` maps dotted setting paths to the flags a front end offers for them (the CLI's
     ``--max-shard-seconds`` for ``video.max_shard_s``), so the message names what the user typed.
     """
+    return parse_model(JobSpec, data, names=names)
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse_model(
+    model: type[ModelT], data: dict[str, object], *, names: Mapping[str, str] | None = None
+) -> ModelT:
+    """Validate ``data`` as ``model`` at a front end; `SpecError` in the user's words."""
     try:
-        return JobSpec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise SpecError(validation_message(exc.errors()[0], names)) from None

@@ -143,6 +143,13 @@ def test_run_end_to_end_with_json_summary(good_clip: Path, tmp_path: Path) -> No
 
     jsonschema.validate(summary, json.loads(SCHEMA_PATH.read_text()))
     assert not (tmp_path / ".out.mp4.farm-work").exists(), "default work dir removed on success"
+    # the judges ran by default: a report page beside the output, their findings in the report
+    assert summary["quality_report"] == str(tmp_path / "out.mp4.report.html")
+    assert 'id="metrics"' in (tmp_path / "out.mp4.report.html").read_text(encoding="utf-8")
+    quality = summary["quality"]
+    assert quality["fidelity"]["ssim_source_output"] > 0.9
+    assert quality["provenance"]["verdict"] == "labelled"
+    assert quality["skipped"]["identity"] == "no face was found in the input"
 
 
 def test_help_loads_no_heavy_stack() -> None:
@@ -155,5 +162,5 @@ def test_help_loads_no_heavy_stack() -> None:
     assert loaded.stdout.strip() == "[]", loaded.stdout
     help_text = farm("--help")
     assert help_text.returncode == 0
-    for command in ("run", "resume", "jobs", "watch", "cancel", "batch", "verify"):
+    for command in ("run", "resume", "jobs", "watch", "cancel", "batch", "verify", "eval"):
         assert command in help_text.stdout

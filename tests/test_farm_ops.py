@@ -84,7 +84,7 @@ def test_batch_continues_past_a_corrupt_input(tmp_path: Path) -> None:
     rows = [*good[:2], corrupt, *good[2:]]
     manifest = tmp_path / "batch.yaml"
     manifest.write_text(
-        "defaults: {passthrough: true}\njobs:\n"
+        "defaults: {passthrough: true, report: {judges: false}}\njobs:\n"
         + "".join(f"  - {{input: {p}, output: {tmp_path / 'out' / p.name}}}\n" for p in rows)
     )
     (tmp_path / "out").mkdir()
@@ -125,7 +125,7 @@ def test_killed_driver_resumes_a_face_swap_job_identically(
     face_clip: Path, identity_pack: Path, tmp_path: Path
 ) -> None:
     common = ["--identity", str(identity_pack), "--max-shard-seconds", "0.25",
-              "--min-shard-seconds", "0.1"]  # fmt: skip
+              "--min-shard-seconds", "0.1", "--no-report"]  # fmt: skip
     reference = tmp_path / "reference.mp4"
     made = farm("run", str(face_clip), "-o", str(reference), "--workers", "2", *common)
     assert made.returncode == 0, made.stderr
@@ -158,7 +158,7 @@ def _start_slow_run(src: Path, out: Path, work: Path) -> subprocess.Popen[str]:
     """`farm run` of a passthrough job on one worker, one-second shards, in its own session."""
     return subprocess.Popen(
         [sys.executable, "-m", "cli.main", "run", str(src), "-o", str(out), "--work-dir",
-         str(work), "--passthrough", "--workers", "1", "--max-shard-seconds", "1"],
+         str(work), "--passthrough", "--no-report", "--workers", "1", "--max-shard-seconds", "1"],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -276,7 +276,8 @@ def test_detached_job_outlives_its_shell(ray_head: Head, tmp_path: Path) -> None
     out = tmp_path / "detached-out.mp4"
     command = shlex.join(
         [sys.executable, "-m", "cli.main", "run", str(src), "-o", str(out), "--passthrough",
-         "--workers", "1", "--max-shard-seconds", "1", "--detach", "--address", ray_head.gcs]
+         "--no-report", "--workers", "1", "--max-shard-seconds", "1", "--detach", "--address",
+         ray_head.gcs]
     )  # fmt: skip
     shell = subprocess.Popen(
         ["bash", "-c", f"{command} && sleep 600"],
@@ -310,8 +311,9 @@ def test_cancel_a_detached_job(ray_head: Head, tmp_path: Path) -> None:
     work = tmp_path / "work"
     out = tmp_path / "never.mp4"
     submitted = farm(
-        "run", str(src), "-o", str(out), "--work-dir", str(work), "--passthrough", "--workers",
-        "1", "--max-shard-seconds", "1", "--detach", "--address", ray_head.gcs, env=NO_AUTH,
+        "run", str(src), "-o", str(out), "--work-dir", str(work), "--passthrough", "--no-report",
+        "--workers", "1", "--max-shard-seconds", "1", "--detach", "--address", ray_head.gcs,
+        env=NO_AUTH,
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
     run_id = submitted.stdout.strip()
@@ -339,7 +341,8 @@ def test_submit_status_logs_and_cancel(ray_head: Head, tmp_path: Path) -> None:
     src = make_clip(ClipRecipe("submitted", seconds=2.0, size="160x120"), tmp_path)
     out = tmp_path / "submitted-out.mp4"
     submitted = farm(
-        "submit", "--address", address, "--", "run", str(src), "-o", str(out), "--passthrough"
+        "submit", "--address", address, "--", "run", str(src), "-o", str(out), "--passthrough",
+        "--no-report",
     )
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
@@ -359,7 +362,7 @@ def test_submit_status_logs_and_cancel(ray_head: Head, tmp_path: Path) -> None:
         str(long_src),
         "-o",
         str(tmp_path / "never.mp4"),
-        "--passthrough",
+        "--passthrough", "--no-report",
     ).stdout.strip()
     assert _wait_status(second, address, {"RUNNING"}) == "RUNNING"
     assert farm("cancel", second, "--address", address).returncode == 0

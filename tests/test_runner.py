@@ -25,6 +25,9 @@ from farm.provenance.audit import AuditLog
 from farm.spec import ClusterSettings, JobSpec
 from tests.clips import ClipRecipe, make_clip, make_speech_clip
 
+NO_JUDGES = {"judges": False}
+"""These jobs test the runner; the judges have tests of their own."""
+
 
 def _passthrough(src: Path, out: Path, **extra: Any) -> JobSpec:
     return JobSpec.model_validate(
@@ -33,6 +36,7 @@ def _passthrough(src: Path, out: Path, **extra: Any) -> JobSpec:
             "output": out,
             "passthrough": True,
             "video": {"max_shard_s": 0.4, "min_shard_s": 0.2},
+            "report": NO_JUDGES,
             **extra,
         }
     )
@@ -74,6 +78,7 @@ def test_a_resumed_voice_job_reuses_its_voiced_sentences(
             "work_dir": tmp_path / "work",
             "face": {"identity": identity_pack},
             "voice": {"mode": "vc"},
+            "report": NO_JUDGES,
         }
     )
     first = execute_job(spec, InProcessRunner())
@@ -254,7 +259,12 @@ def test_a_double_that_did_not_happen_is_said_and_strict_fails_it(
 
     no_faces = make_clip(ClipRecipe("pattern", seconds=1.0, size="160x120"), tmp_path)
     spec = JobSpec.model_validate(
-        {"input": no_faces, "output": tmp_path / "o.mp4", "face": {"identity": identity_pack}}
+        {
+            "input": no_faces,
+            "output": tmp_path / "o.mp4",
+            "face": {"identity": identity_pack},
+            "report": NO_JUDGES,
+        }
     )
     report = execute_job(spec, InProcessRunner())
     assert report.frames_changed == 0

@@ -230,6 +230,13 @@ def reduce_job(
         raise
     timings["sign_s"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
+    from farm.eval.job import judge_output
+
+    quality = judge_output(spec, scene_cuts=plan.cuts.cuts, voice=voice_report)
+    if spec.report.judges:
+        timings["judge_s"] = time.perf_counter() - t0
+
     stage_totals: dict[str, float] = {}
     for result in request.shards:
         for key, value in result.stages.items():
@@ -280,5 +287,7 @@ def reduce_job(
             audit_seq=entry.seq,
         ),
         voice=voice_report,
-        warnings=[*plan.warnings, *request.warnings, *warnings],
+        quality=quality.report,
+        quality_report=None if quality.html is None else str(quality.html),
+        warnings=[*plan.warnings, *request.warnings, *warnings, *quality.warnings],
     )

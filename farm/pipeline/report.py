@@ -16,11 +16,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from farm.eval.metrics import EvalReport
 from farm.voice.model import VoiceReport
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
-REPORT_VERSION = 2
-"""2: timestamps, farm version, effective settings, the ffmpeg binary's version, fps as a ratio."""
+REPORT_VERSION = 3
+"""2: timestamps, farm version, effective settings, the ffmpeg binary's version, fps as a ratio.
+3: the independent judges' findings (``quality``) and the report page's path."""
 
 
 class _Model(BaseModel):
@@ -131,6 +133,10 @@ class JobReport(_Model):
     ffmpeg: FfmpegReport
     provenance: ProvenanceReport
     voice: VoiceReport | None
+    quality: EvalReport | None = Field(
+        default=None, description="the independent judges (None with --no-report)"
+    )
+    quality_report: str | None = Field(default=None, description="OUT.report.html, absolute")
     warnings: list[str]
 
 

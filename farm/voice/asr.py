@@ -1,7 +1,6 @@
 """Speech recognition behind the `Transcriber` protocol (only needed in `tts` mode without text).
 
-The faster-whisper backend is an optional extra (``pip install syncfarm[asr]``) that reads a
-local CTranslate2 model directory; nothing is downloaded.
+The faster-whisper backend reads a local CTranslate2 model directory; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -35,8 +34,8 @@ class FasterWhisperTranscriber:
     def __init__(self, settings: AsrSettings) -> None:
         if importlib.util.find_spec("faster_whisper") is None:
             raise ModelError(
-                "ASR backend faster-whisper is not installed; run `pip install syncfarm[asr]` "
-                "(or give a transcript file with --transcript)"
+                "ASR backend faster-whisper is not installed; reinstall syncfarm (it depends on "
+                "faster-whisper), or give a transcript file with --transcript"
             )
         model_dir = settings.model_dir
         if model_dir is None:

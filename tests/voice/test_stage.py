@@ -169,7 +169,7 @@ def test_tts_without_text_or_asr_is_a_clear_error() -> None:
 
 
 def test_asr_backend_explains_what_is_missing(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match=r"faster-whisper is not installed.*syncfarm\[asr\]"):
+    with pytest.raises(ModelError, match=r"lacks model\.bin, config\.json"):
         create_transcriber(AsrSettings(backend="faster-whisper", model_dir=tmp_path))
     assert create_transcriber(AsrSettings()) is None
     with pytest.raises(ModelError, match="does not exist"):

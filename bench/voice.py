@@ -3,7 +3,10 @@
 Prints numbers; it is not a test. RTF = wall time of the voice stage's units run in one process
 (`voice_track_in_process`: plan, reference analysis, synthesis, fitting, assembly) / audio
 duration. Goal for `vc`: RTF ≤ 0.15.
-Also prints the `vc` median-F0 error against the reference and the speech-boundary error.
+Also prints the `vc` median-F0 error against the reference and the speech-boundary error, and
+for every backend the independent judges of `farm.eval` (models the voice stage never uses):
+d-vector similarity of the output to the target voice and to the source speaker, and Whisper
+tiny.en's word error rate of the output and of the source against the clip's transcript.
 
     .venv/bin/python bench/voice.py [--repeat 3] [--gpt-sovits-url http://127.0.0.1:9880]
 """
@@ -22,9 +25,14 @@ import pyworld as pw
 import soundfile as sf
 
 from farm.errors import FarmError
+from farm.eval.base import EVAL_SAMPLE_RATE
+from farm.eval.models import judge_manifest
+from farm.eval.regions import cosine
+from farm.eval.speaker import DVectorEncoder
+from farm.eval.words import WhisperAsr, word_error_rate
 from farm.pipeline.voice import voice_track_in_process
 from farm.voice.settings import GptSovitsSettings, VoiceSettings
-from farm.voice.signal import speech_bounds
+from farm.voice.signal import resample, speech_bounds
 from farm.voice.stage import plan_voice
 
 MEDIA = Path(__file__).resolve().parent.parent.parent / "shared" / "media"
@@ -62,7 +70,34 @@ def _load(relative: str) -> tuple[np.ndarray, int]:
     return data.mean(axis=1), int(rate)
 
 
-def bench_backend(settings: VoiceSettings, repeat: int, tmp: Path) -> None:
+class Judges:
+    """The d-vector encoder and Whisper, loaded once for the whole benchmark."""
+
+    def __init__(self) -> None:
+        manifest = judge_manifest()
+        self.encoder = DVectorEncoder.from_manifest(manifest)
+        self.asr = WhisperAsr.from_manifest(manifest)
+
+    def line(
+        self, source: np.ndarray, output: np.ndarray, rate: int, refs: list[str], text: str
+    ) -> str:
+        def at_16k(x: np.ndarray, x_rate: int) -> np.ndarray:
+            return np.asarray(resample(x.astype(np.float32), x_rate, EVAL_SAMPLE_RATE))
+
+        src, out = at_16k(source, rate), at_16k(output, rate)
+        target = np.mean([self.encoder.embed(at_16k(*_load(r))) for r in refs], axis=0)
+        out_vec = self.encoder.embed(out)
+        to_target = cosine(out_vec, target)
+        to_source = cosine(out_vec, self.encoder.embed(src))
+        wer_out = word_error_rate(text, self.asr.transcribe(out))
+        wer_src = word_error_rate(text, self.asr.transcribe(src))
+        return (
+            f"  d-vector to target {to_target:.3f}, to source {to_source:.3f}"
+            f"  WER {wer_out:.3f} (source {wer_src:.3f})"
+        )
+
+
+def bench_backend(settings: VoiceSettings, repeat: int, tmp: Path, judges: Judges) -> None:
     name = settings.backend_name()
     total_audio = total_wall = total_cpu = total_setup = 0.0
     rows = []
@@ -114,6 +149,7 @@ def bench_backend(settings: VoiceSettings, repeat: int, tmp: Path) -> None:
                     ]
             line += f"  F0 err {f0_err * 100:+5.1f} %  boundary err max {max(errs):6.1f} ms"
             line += f"  stretch {[round(r.stretch_ratio, 3) for r in report.sentences]}"
+        line += judges.line(audio, out[:, 0], rate, refs, TEXTS[clip])
         rows.append(line)
     print(
         f"backend {name}: RTF {total_wall / total_audio:.3f} wall, "
@@ -131,9 +167,10 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path("/tmp/syncfarm-bench-voice")
     tmp.mkdir(exist_ok=True)
-    bench_backend(VoiceSettings(mode="vc"), args.repeat, tmp)
+    judges = Judges()
+    bench_backend(VoiceSettings(mode="vc"), args.repeat, tmp, judges)
     if shutil.which("espeak-ng"):
-        bench_backend(VoiceSettings(mode="tts", tts_backend="espeak"), args.repeat, tmp)
+        bench_backend(VoiceSettings(mode="tts", tts_backend="espeak"), args.repeat, tmp, judges)
     else:
         print("backend espeak: not measured (espeak-ng binary not installed)")
     try:
@@ -147,7 +184,7 @@ def main() -> None:
             gpt_sovits=GptSovitsSettings(url=args.gpt_sovits_url),
         )
         try:
-            bench_backend(cfg, 1, tmp)
+            bench_backend(cfg, 1, tmp, judges)
         except FarmError as exc:
             print(f"backend gpt-sovits: failed: {exc}")
 

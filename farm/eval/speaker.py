@@ -26,6 +26,7 @@ import numpy as np
 from farm.errors import MediaError
 from farm.eval.base import EVAL_SAMPLE_RATE, EvalContext, FramePair, JudgeModels
 from farm.eval.metrics import SentenceSpeaker, SpeakerMetrics
+from farm.eval.regions import cosine
 from farm.models import ModelManifest
 
 N_FFT = 512
@@ -98,14 +99,6 @@ def log_mel(audio: np.ndarray) -> np.ndarray:
     power = np.abs(np.fft.rfft(frames * _analysis_window(), axis=1)) ** 2
     mel = power @ mel_filterbank(EVAL_SAMPLE_RATE, N_FFT, N_MELS).T.astype(np.float64)
     return np.log10(mel + LOG_FLOOR).astype(np.float32)
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity of two vectors (0 when either is zero)."""
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na <= 1e-12 or nb <= 1e-12:
-        return 0.0
-    return float(np.dot(a, b) / (na * nb))
 
 
 class DVectorEncoder:

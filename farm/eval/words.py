@@ -77,7 +77,7 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
 
 class WhisperAsr:
-    """faster-whisper on a local CTranslate2 model folder (CPU, int8, greedy)."""
+    """faster-whisper on a local CTranslate2 model folder (CPU, int8, beam search)."""
 
     def __init__(self, model_dir: Path, *, beam_size: int = BEAM_SIZE) -> None:
         from farm.voice.asr import check_model_dir

@@ -33,7 +33,8 @@ from farm.eval.base import (
 from farm.eval.lipsync import LipSyncJudge, MouthTrack
 from farm.eval.metrics import LipSyncMetrics
 from farm.eval.models import judge_manifest
-from farm.eval.speaker import MIN_SAMPLES, DVectorEncoder, SpeakerJudge, cosine
+from farm.eval.regions import cosine
+from farm.eval.speaker import MIN_SAMPLES, DVectorEncoder, SpeakerJudge
 from farm.eval.speech import sentences_from_silence
 from farm.eval.words import WordsJudge, normalise_text, word_error_rate
 from farm.media.ffmpeg import ffmpeg_binary, run_ffmpeg

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,7 +29,7 @@ from matplotlib.ticker import MaxNLocator
 
 from farm.eval.base import EvalArtifacts, SentenceSpan
 from farm.eval.metrics import EvalReport
-from farm.fsutil import commit_file
+from farm.fsutil import write_text_atomic
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -209,16 +207,7 @@ def render_report(report: EvalReport, artifacts: EvalArtifacts) -> str:
 
 def write_report(path: Path, report: EvalReport, artifacts: EvalArtifacts) -> None:
     """Write the page to ``path`` atomically (a temporary file beside it, fsync, rename)."""
-    text = render_report(report, artifacts)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        commit_file(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, render_report(report, artifacts))
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -480,8 +469,13 @@ def _lip_sync_group(report: EvalReport) -> MetricGroup:
     rows = (
         MetricRow(
             "Audio–video offset of the output",
-            _ms(m.offset_ms),
-            note=f"positive: the audio comes after the mouth; confidence {m.confidence:.2f}",
+            "not found" if m.offset_ms is None else _ms(m.offset_ms),
+            note=(
+                f"positive: the audio comes after the mouth; confidence {m.confidence:.2f}"
+                if m.offset_ms is not None
+                else f"the mouth does not follow the speech (confidence {m.confidence:.2f}, "
+                f"below {m.min_confidence:.2f})"
+            ),
         ),
         MetricRow("Audio–video offset of the input", _ms(m.source_offset_ms)),
         MetricRow("Drift over the clip", trend, note="slope of the sentence offsets"),

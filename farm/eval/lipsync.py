@@ -53,6 +53,9 @@ MIN_SENTENCE_FRAMES_S = 1.0
 SENTENCE_REACH_S = 0.2
 """A sentence's offset is looked for within this of the whole clip's (see the module doc)."""
 MIN_CLIP_FRAMES = 10
+MIN_CONFIDENCE = 0.3
+"""Below this peak correlation an offset is not given: a mouth that does not follow the speech
+(a wrong face, no speech, a swapped mouth that no longer opens with it) has a peak anywhere."""
 TIED_WIDTH = 0.75
 """Faces at least this share of the largest face's width are candidates for the talker (two
 faces side by side at the same distance differ by 15 % in YuNet's width on the GRID composite)."""
@@ -370,7 +373,7 @@ class LipSyncJudge:
             frames = np.flatnonzero((times >= span.start_s) & (times < span.end_s))
             if int(measured[frames].sum()) < MIN_SENTENCE_FRAMES_S * fps:
                 continue
-            offset, confidence = offset_of(curve, frames, clip_offset)
+            offset, confidence = _trusted(*offset_of(curve, frames, clip_offset))
             rows.append(
                 SentenceSync(
                     index=span.index,
@@ -393,11 +396,11 @@ class LipSyncJudge:
             )
         fps = self._fps()
         curve = sync_curve(self.output, audio.output, audio.sample_rate, fps)
-        offset, confidence = offset_of(curve)
+        offset, confidence = _trusted(*offset_of(curve))
         source_offset: float | None = None
         if audio.source is not None and self.source.measured >= MIN_CLIP_FRAMES:
             source_curve = sync_curve(self.source, audio.source, audio.sample_rate, fps)
-            source_offset, _ = offset_of(source_curve)
+            source_offset, _ = _trusted(*offset_of(source_curve))
         sentences = self._sentences(curve, fps, offset)
         timed = [(0.5 * (s.start_s + s.end_s), s.offset_ms) for s in sentences]
         points = [(t, o) for t, o in timed if o is not None]
@@ -414,4 +417,10 @@ class LipSyncJudge:
             trend_ms_per_min=trend,
             sentences=sentences,
             face_frames=self.output.measured,
+            min_confidence=MIN_CONFIDENCE,
         )
+
+
+def _trusted(offset: float | None, confidence: float) -> tuple[float | None, float]:
+    """The offset only where the correlation peak is strong enough to mean one."""
+    return (offset if confidence >= MIN_CONFIDENCE else None), confidence

@@ -165,7 +165,10 @@ class SentenceSync(_Model):
 class LipSyncMetrics(_Model):
     """Audio-video offset from mouth opening against the speech envelope."""
 
-    offset_ms: float | None = Field(description="the output's whole-clip offset")
+    offset_ms: float | None = Field(
+        description="the output's whole-clip offset; None when the mouth does not follow the "
+        "speech (confidence below min_confidence)"
+    )
     confidence: float
     source_offset_ms: float | None = Field(description="the input's, for comparison")
     trend_ms_per_min: float | None = Field(
@@ -173,6 +176,9 @@ class LipSyncMetrics(_Model):
     )
     sentences: list[SentenceSync]
     face_frames: int = Field(description="frames where a mouth was measured")
+    min_confidence: float = Field(
+        default=0.3, description="offsets are None where the peak correlation is below this"
+    )
 
 
 class ProvenanceCheck(_Model):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from farm.media.ffmpeg import ffmpeg_binary, run_ffmpeg
-from tests.conftest import farm_cli
+from tests.conftest import farm_cli, media_path
 
 FAST = ("--judge", "coverage", "--judge", "fidelity")
 
@@ -123,3 +123,20 @@ def test_a_track_moved_by_itsoffset_is_measured_where_it_plays(
     assert result.returncode == 0, result.stderr
     offset = json.loads(result.stdout)["lip_sync"]["offset_ms"]
     assert abs(offset - expected_ms) <= 40, offset
+
+
+def test_a_mouth_that_does_not_follow_the_speech_gets_no_offset(
+    grid_clip: Path, tmp_path: Path
+) -> None:
+    """Someone else's speech under the talkers: the correlation has no real peak, so no offset is
+    claimed (an offset read off noise would send a reviewer chasing a sync problem)."""
+    out = tmp_path / "dubbed-over.mp4"
+    speech = media_path("audio/ljspeech_LJ001-0001.wav")
+    run_ffmpeg([ffmpeg_binary(), "-loglevel", "error", "-y", "-i", str(grid_clip), "-i",
+                str(speech), "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac",
+                "-shortest", str(out)])  # fmt: skip
+    result = farm_cli("eval", str(grid_clip), str(out), "--judge", "lip_sync", "--json")
+    assert result.returncode == 0, result.stderr
+    sync = json.loads(result.stdout)["lip_sync"]
+    assert sync["offset_ms"] is None and sync["confidence"] < sync["min_confidence"], sync
+    assert sync["source_offset_ms"] is not None and abs(sync["source_offset_ms"]) <= 40

@@ -399,6 +399,9 @@ def test_write_report_replaces_the_file_atomically(
     write_report(target, *full)
     assert target.read_text(encoding="utf-8") == full_html
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask, "as readable as the output beside it"
 
 
 # --- the page in a browser --------------------------------------------------------------------

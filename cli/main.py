@@ -195,7 +195,7 @@ def run(
     report: Annotated[
         bool,
         typer.Option(
-            help="judge the output independently and write OUT.report.html beside it "
+            help="judge the output independently and write OUT.mp4.report.html beside it "
             "(--no-report skips the judges; the JSON report is always written)"
         ),
     ] = True,

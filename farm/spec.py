@@ -144,8 +144,8 @@ class ReportSettings(BaseModel):
 
     judges: bool = Field(
         default=True,
-        description="run the independent judges and write OUT.report.html (farm run --no-report "
-        "skips them; the JSON report is always written)",
+        description="run the independent judges and write OUT.mp4.report.html (farm run "
+        "--no-report skips them; the JSON report is always written)",
     )
     pairs: int = Field(default=10, ge=1, le=100, description="random frame pairs in the report")
     samples: int = Field(default=60, ge=3, le=10_000, description="frames measured for the plots")

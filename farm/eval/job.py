@@ -1,4 +1,4 @@
-"""The judges after a job: the committed output against its input, written as OUT.report.html.
+"""The judges after a job: the committed output against its input, written as OUT.mp4.report.html.
 
 The reducer calls `judge_output` once the signed output is in place. A judge that cannot run is
 noted in the report; an evaluation that fails outright never takes the finished double away: the

@@ -136,7 +136,7 @@ class JobReport(_Model):
     quality: EvalReport | None = Field(
         default=None, description="the independent judges (None with --no-report)"
     )
-    quality_report: str | None = Field(default=None, description="OUT.report.html, absolute")
+    quality_report: str | None = Field(default=None, description="OUT.mp4.report.html, absolute")
     warnings: list[str]
 
 

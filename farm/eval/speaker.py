@@ -40,28 +40,27 @@ MIN_SAMPLES = N_FFT + (WINDOW_FRAMES - 1) * HOP_LENGTH
 """The shortest audio that fills one 80-frame window (13,152 samples, 0.82 s at 16 kHz)."""
 
 
+_SLANEY_STEP_HZ = 200.0 / 3
+"""Slaney's mel scale: linear (this many Hz per mel) below 1 kHz, logarithmic above."""
+_SLANEY_BREAK_HZ = 1000.0
+_SLANEY_BREAK_MEL = _SLANEY_BREAK_HZ / _SLANEY_STEP_HZ
+_SLANEY_LOG_STEP = float(np.log(6.4)) / 27.0
+
+
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale (librosa ``htk=False``): linear below 1 kHz, logarithmic above."""
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
+    """Slaney's mel scale (librosa ``htk=False``)."""
     hz = np.asarray(hz, dtype=np.float64)
-    mel = hz / f_sp
-    high = hz >= min_log_hz
-    mel[high] = min_log_mel + np.log(hz[high] / min_log_hz) / logstep
+    mel = hz / _SLANEY_STEP_HZ
+    high = hz >= _SLANEY_BREAK_HZ
+    mel[high] = _SLANEY_BREAK_MEL + np.log(hz[high] / _SLANEY_BREAK_HZ) / _SLANEY_LOG_STEP
     return mel
 
 
 def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
     mel = np.asarray(mel, dtype=np.float64)
-    hz = f_sp * mel
-    high = mel >= min_log_mel
-    hz[high] = min_log_hz * np.exp(logstep * (mel[high] - min_log_mel))
+    hz = _SLANEY_STEP_HZ * mel
+    high = mel >= _SLANEY_BREAK_MEL
+    hz[high] = _SLANEY_BREAK_HZ * np.exp(_SLANEY_LOG_STEP * (mel[high] - _SLANEY_BREAK_MEL))
     return hz
 
 

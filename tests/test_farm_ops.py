@@ -152,6 +152,9 @@ def test_killed_driver_resumes_a_face_swap_job_identically(
     summary = json.loads(result.stdout)
     assert set(summary["shards_reused"]) >= done
     assert _packets(out) == _packets(reference)
+    # --no-report is kept by the resumed job: no judges, no report page
+    assert summary["quality"] is None and summary["quality_report"] is None
+    assert not out.with_name(f"{out.name}.report.html").exists()
 
 
 def _start_slow_run(src: Path, out: Path, work: Path) -> subprocess.Popen[str]:

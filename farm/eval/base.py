@@ -112,7 +112,6 @@ class EvalContext:
     audio: EvalAudio
     sentences: tuple[SentenceSpan, ...]
     transcript: str | None
-    seed: int = 0
 
 
 class JudgeModels:

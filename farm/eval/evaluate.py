@@ -37,6 +37,7 @@ from farm.fsutil import AbsolutePath
 from farm.models import ModelManifest
 
 if TYPE_CHECKING:
+    from farm.media.probe import MediaInfo
     from farm.provenance.keys import TrustList
 
 JudgeName = Literal["identity", "coverage", "fidelity", "temporal", "speaker", "words", "lip_sync"]
@@ -164,9 +165,13 @@ def evaluate(
     settings = request.settings
     frames = source_video.frame_count
     fps = float(source_video.fps)
-    cuts = job.scene_cuts if job.scene_cuts is not None else _scene_cuts(request.input)
+    cuts = job.scene_cuts
+    if cuts is None:
+        from farm.plan.scenes import detect_cuts
+
+        cuts = detect_cuts(request.input, source_video).cuts
     shots = _shots(cuts, frames)
-    audio = _audio(request.input, request.output, pack.voice_refs if pack else ())
+    audio = _audio(source_info, output_info, pack.voice_refs if pack else ())
     wants_audio = any(j.needs_audio for j in JUDGES if j.name in settings.judges)
     sentences = job.sentences if wants_audio else ()
     if sentences is None:
@@ -191,7 +196,6 @@ def evaluate(
         audio=audio,
         sentences=sentences,
         transcript=transcript,
-        seed=settings.seed,
     )
     models = JudgeModels(manifest or judge_manifest())
     skipped: dict[str, str] = dict(job.left_out)
@@ -337,14 +341,7 @@ def _shots(cuts: tuple[int, ...], frames: int) -> tuple[tuple[int, int], ...]:
     return tuple((a, b) for a, b in itertools.pairwise(bounds) if b > a)
 
 
-def _scene_cuts(path: Path) -> tuple[int, ...]:
-    from farm.media.probe import probe
-    from farm.plan.scenes import detect_cuts
-
-    return detect_cuts(path, probe(path).video).cuts
-
-
-def _audio(source: Path, output: Path, references: tuple[Path, ...]) -> EvalAudio:
+def _audio(source: MediaInfo, output: MediaInfo, references: tuple[Path, ...]) -> EvalAudio:
     from farm.voice.signal import read_wav_mono
 
     refs = []
@@ -354,12 +351,11 @@ def _audio(source: Path, output: Path, references: tuple[Path, ...]) -> EvalAudi
     return EvalAudio(source=_track(source), output=_track(output), reference_voices=tuple(refs))
 
 
-def _track(path: Path) -> np.ndarray | None:
+def _track(media: MediaInfo) -> np.ndarray | None:
     from farm.media.audio import decode_audio
-    from farm.media.probe import probe
     from farm.voice.signal import speech_mixdown
 
-    info = probe(path).audio
+    info, path = media.audio, media.path
     if info is None or info.sample_count == 0:
         return None
     mono = _to_eval_rate(speech_mixdown(decode_audio(path, info)), info.sample_rate)

@@ -41,10 +41,6 @@ class IdentityJudge:
         self._closer: list[bool] = []
         self._frames = 0
 
-    @property
-    def has_identity(self) -> bool:
-        return self._identity is not None
-
     def observe(self, pair: FramePair) -> None:
         if pair.index not in self._context.sampled or not pair.source_faces:
             return

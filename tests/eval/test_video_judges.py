@@ -86,10 +86,16 @@ def test_fidelity_and_temporal_measures(
     assert swap.ssim_face is not None and swap.ssim_face < 0.9
     assert swap.ssim_outside_face is not None and swap.ssim_outside_face >= 0.95
     assert swap.ssim_identity_output is not None and kept.ssim_identity_output is not None
-    temporal = swapped[1].temporal
+    # A passthrough is as steady as its input; the swap is only bounded loosely, because how much
+    # the classic swap shakes the landmarks is what the judge measures (about 1.5 to 2.1 times
+    # the input on different CPUs), not a property this test may assume.
+    steady, temporal = passthrough_judged.temporal, swapped[1].temporal
+    assert steady is not None and steady.jitter_ratio is not None and steady.flicker_ratio is not None
+    assert 0.8 <= steady.jitter_ratio <= 1.25 and 0.8 <= steady.flicker_ratio <= 1.25
     assert temporal is not None and temporal.jitter_ratio is not None
-    assert 0.5 <= temporal.jitter_ratio <= 2.0
+    assert 0.5 <= temporal.jitter_ratio <= 3.0
     assert temporal.flicker_ratio is not None and temporal.flicker_ratio <= 1.5
+    assert [p.frame for p in temporal.series] == [p.frame for p in steady.series]
 
 
 def test_the_job_writes_its_report_page_and_quality_block(

@@ -38,6 +38,13 @@ RUN_FLAGS = {
     "face.identity": "--identity",
     "face.faces": "--faces",
     "face.reference": "--reference",
+    "face.backend": "--face-backend",
+    "face.swapper": "--swapper",
+    "face.detector": "--detector",
+    "face.face_parser": "--face-parser",
+    "face.enhancer": "--enhancer",
+    "face.enhancer_strength": "--enhancer-strength",
+    "models_dir": "--models-dir",
     "video.intermediate": "--intermediate",
     "video.codec": "--codec",
     "video.crf": "--crf",
@@ -66,9 +73,11 @@ RUN_FLAGS = {
 def _register_subcommands() -> None:
     from cli.identity import identity_app
     from cli.jobs import cancel, jobs, watch
+    from cli.models import models_app
     from cli.provenance import consent_app, keys_app, verify
 
     app.add_typer(identity_app, name="identity")
+    app.add_typer(models_app, name="models")
     app.add_typer(keys_app, name="keys")
     app.add_typer(consent_app, name="consent")
     app.command("verify")(verify)
@@ -153,6 +162,24 @@ def run(
         Path | None,
         typer.Option(help="image of the one person to swap (implies --faces reference)"),
     ] = None,
+    face_backend: Annotated[
+        str, typer.Option(help="auto | classic | onnx (auto: the best whose models are present)")
+    ] = "auto",
+    swapper: Annotated[
+        str | None, typer.Option(help="inswapper_128 | simswap_256 | simswap_512 (onnx backend)")
+    ] = None,
+    detector: Annotated[str, typer.Option(help="auto | yunet | scrfd | dlib-hog")] = "auto",
+    face_parser: Annotated[
+        str | None, typer.Option(help="bisenet: mask the swap to the face's own regions")
+    ] = None,
+    enhancer: Annotated[
+        str | None, typer.Option(help="gfpgan_1.4 | codeformer: restore the swapped face")
+    ] = None,
+    enhancer_strength: Annotated[float, typer.Option(help="0..1 blend of the enhancer")] = 0.8,
+    models_dir: Annotated[
+        Path | None,
+        typer.Option(help="directory of user-supplied model files", envvar="FARM_MODELS"),
+    ] = None,
     work_dir: Annotated[
         Path | None, typer.Option(help="keep intermediates and the ledger here (resumable)")
     ] = None,
@@ -175,7 +202,7 @@ def run(
     detach: Annotated[
         bool, typer.Option(help="leave the job running on the cluster; print its run id")
     ] = False,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | tensorrt")] = "auto",
     workers: Annotated[
         int | None, typer.Option(help="video workers (default: what the cluster holds)")
     ] = None,
@@ -211,6 +238,7 @@ def run(
         "input": input,
         "output": output,
         "work_dir": work_dir,
+        "models_dir": models_dir,
         "passthrough": passthrough,
         "video": {
             "intermediate": intermediate,
@@ -240,7 +268,17 @@ def run(
         raise SpecError("--faces and --reference choose whom to swap: give --identity DIR too")
     if identity is not None:
         chosen = faces or ("reference" if reference is not None else "all")
-        data["face"] = {"identity": identity, "faces": chosen, "reference": reference}
+        data["face"] = {
+            "identity": identity,
+            "faces": chosen,
+            "reference": reference,
+            "backend": face_backend,
+            "swapper": swapper,
+            "detector": detector,
+            "face_parser": face_parser,
+            "enhancer": enhancer,
+            "enhancer_strength": enhancer_strength,
+        }
     _execute(parse_spec(data, names=RUN_FLAGS), as_json=as_json, detach=detach)
 
 

@@ -87,6 +87,16 @@ class LumaMarker(Protocol):
         ...
 
 
+@runtime_checkable
+class ReportsNotes(Protocol):
+    """Optional: a stage that says how it ran (the execution providers its models got, a
+    fallback to the CPU) so the job report can say it."""
+
+    def notes(self) -> list[str]:
+        """Short sentences, the same on every shard of a job on the same kind of worker."""
+        ...
+
+
 class IdentityProcessor:
     """Passes every frame through unchanged (``farm run --passthrough``)."""
 
@@ -118,6 +128,13 @@ def _classic_swap_factory(spec: JobSpec, resources: WorkerResources) -> FramePro
     return build_face_swap_processor(spec, resources)
 
 
+def _onnx_swap_factory(spec: JobSpec, resources: WorkerResources) -> FrameProcessor:
+    # Imported on first use: onnxruntime, insightface and the user's model files.
+    from farm.face.onnx.processor import build_onnx_swap_processor
+
+    return build_onnx_swap_processor(spec, resources)
+
+
 def _watermark_factory(spec: JobSpec, resources: WorkerResources) -> FrameProcessor:
     from farm.provenance.video_watermark import build_watermark_processor
 
@@ -129,14 +146,15 @@ def processor_factories() -> dict[str, ProcessorFactory]:
     return {
         "identity": _identity_factory,
         "classic-swap": _classic_swap_factory,
+        "onnx-swap": _onnx_swap_factory,
         "watermark": _watermark_factory,
     }
 
 
 def gpu_capable_processors() -> frozenset[str]:
     """Processors with a CUDA path (they take `WorkerResources.device`). The classic swap, the
-    identity and the watermark run on the CPU; ONNX backends add their names here."""
-    return frozenset()
+    identity and the watermark run on the CPU; the neural swap runs where onnxruntime can."""
+    return frozenset({"onnx-swap"})
 
 
 def chain_can_use_gpu(spec: JobSpec) -> bool:

@@ -32,7 +32,7 @@ from farm.media.video_io import (
     map_luma,
 )
 from farm.plan.shards import Shard
-from farm.processing import FrameProcessor, LumaMarker, ShardContext
+from farm.processing import FrameProcessor, LumaMarker, ReportsNotes, ShardContext
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ class ShardResult:
     frames_changed: int = 0
     worker: str = ""
     """Where it ran (a node id under Ray); empty in-process."""
+    notes: tuple[str, ...] = ()
+    """What the processors say about how they ran (providers, fallbacks), for the report."""
 
     @property
     def key(self) -> str:
@@ -98,6 +100,7 @@ class ShardResult:
             "stages": self.stages,
             "frames_changed": self.frames_changed,
             "worker": self.worker,
+            "notes": list(self.notes),
         }
 
     @classmethod
@@ -113,7 +116,17 @@ class ShardResult:
             stages=dict(record.get("stages", {})),
             frames_changed=int(record.get("frames_changed", 0)),
             worker=str(record.get("worker", "")),
+            notes=tuple(str(n) for n in record.get("notes", [])),
         )
+
+
+def processor_notes(processors: Sequence[FrameProcessor]) -> tuple[str, ...]:
+    """The notes of the processors that keep some (`farm.processing.ReportsNotes`)."""
+    notes: list[str] = []
+    for processor in processors:
+        if isinstance(processor, ReportsNotes):
+            notes += [n for n in processor.notes() if n not in notes]
+    return tuple(notes)
 
 
 def shard_output_path(work_dir: Path, shard: Shard) -> Path:
@@ -285,4 +298,5 @@ def render_shard(
         seconds=seconds,
         stages=clock.as_dict(),
         frames_changed=changed,
+        notes=processor_notes(processors),
     )

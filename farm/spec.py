@@ -30,7 +30,7 @@ from farm.voice.settings import VoiceSettings
 
 Intermediate = Literal["fast", "lossless"]
 VideoCodec = Literal["h264", "hevc"]
-DeviceChoice = Literal["auto", "cpu", "cuda"]
+DeviceChoice = Literal["auto", "cpu", "cuda", "tensorrt"]
 
 
 class VideoSettings(BaseModel):
@@ -94,7 +94,8 @@ class ClusterSettings(BaseModel):
         default="auto",
         description="'auto' uses GPUs where the cluster has them and the job asks for them "
         "(gpus_per_worker) or a backend can use them, CPUs elsewhere; 'cpu' never uses a GPU; "
-        "'cuda' needs GPUs and runs video workers only on GPU nodes",
+        "'cuda' needs GPUs and runs video workers only on GPU nodes; 'tensorrt' is 'cuda' with "
+        "the TensorRT provider first for the ONNX face models",
     )
     video_workers: int | None = Field(
         default=None, ge=1, description="default: as many as the cluster's resources hold"
@@ -196,7 +197,12 @@ class JobSpec(BaseModel):
 
     def processor_chain(self) -> list[str]:
         """Frame processors in the order a shard runs them."""
-        chain = ["identity"] if self.face is None else ["classic-swap"]
+        if self.face is None:
+            chain = ["identity"]
+        else:
+            # 'auto' is resolved when the job is planned (farm.face.stack_choice); a spec that
+            # was not planned yet renders classically.
+            chain = ["onnx-swap"] if self.face.backend == "onnx" else ["classic-swap"]
         if self.provenance is not None:
             chain.append("watermark")  # always last: it marks exactly what goes out
         return chain

@@ -110,6 +110,24 @@ def test_missing_output_directory_and_bad_settings(good_clip: Path, tmp_path: Pa
     )
 
 
+def test_face_stack_settings_that_cannot_run_are_one_line(
+    good_clip: Path, identity_pack: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "o.mp4"
+    base = ("run", str(good_clip), "-o", str(out), "--identity", str(identity_pack))
+    _assert_one_line_error(
+        farm(*base, "--face-backend", "classic", "--enhancer", "gfpgan_1.4"),
+        "--enhancer",
+        "--face-backend onnx",
+    )
+    # A neural swapper without its file: the file, its sha256, licence and where to get it.
+    missing = farm(*base, "--face-backend", "onnx", "--models-dir", str(tmp_path))
+    _assert_one_line_error(
+        missing, "inswapper_128.onnx", "e4a3f08c753cb72d", "non-commercial", "huggingface.co"
+    )
+    _no_output(out)
+
+
 def test_resume_of_a_directory_without_ledger(tmp_path: Path) -> None:
     _assert_one_line_error(farm("resume", str(tmp_path)), "ledger.json")
 
@@ -162,5 +180,7 @@ def test_help_loads_no_heavy_stack() -> None:
     assert loaded.stdout.strip() == "[]", loaded.stdout
     help_text = farm("--help")
     assert help_text.returncode == 0
-    for command in ("run", "resume", "jobs", "watch", "cancel", "batch", "verify", "eval"):
+    for command in (
+        "run", "resume", "jobs", "watch", "cancel", "batch", "verify", "eval", "models"
+    ):
         assert command in help_text.stdout

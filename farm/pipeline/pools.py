@@ -63,11 +63,11 @@ def _video_gpus(cluster: ClusterSettings, has_gpus: bool, gpu_capable: bool) -> 
     """GPUs per video worker: 0 for CPU workers."""
     if cluster.device == "cpu":
         return 0.0
-    if cluster.device == "cuda":
+    if cluster.device in ("cuda", "tensorrt"):
         if not has_gpus:
             raise SpecError(
-                "device 'cuda' but the cluster has no GPU; use --device auto or cpu, or join a "
-                "cluster with GPU nodes (--address)"
+                f"device {cluster.device!r} but the cluster has no GPU; use --device auto or "
+                "cpu, or join a cluster with GPU nodes (--address)"
             )
         return cluster.gpus_per_worker or 1.0
     if not has_gpus:

@@ -110,6 +110,10 @@ def preflight(spec: JobSpec) -> list[str]:
         operator = load_operator()
         pack = load_identity(spec.face.identity, trust=operator.trust)
         identity_consent(spec, operator)
+        from farm.face.stack_choice import resolve_face_stack
+
+        # Missing or mismatched model files, and neural-only flags on the classic swap.
+        resolve_face_stack(spec.face, spec.models_dir)
         if spec.face.reference is not None:
             _check_reference_image(spec.face.reference, spec.models_dir)
         _check_voice_backends(spec, pack.voice_refs)

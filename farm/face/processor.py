@@ -19,13 +19,15 @@ import numpy as np
 
 from farm.devices import WorkerResources
 from farm.errors import SpecError
+from farm.face.catalogue import full_face_manifest
+from farm.face.detector_choice import build_detector, dlib_stack, hog_box_relation
 from farm.face.dlib_stack import DlibFaceStack, descriptor_distance
 from farm.face.identity import IdentityPack, analyse_source_face, load_identity, read_image
 from farm.face.settings import FaceSettings
 from farm.face.swap import ClassicSwapper
 from farm.face.timing import StageTimer
 from farm.face.tracking import FaceTracker, TrackedFace
-from farm.models import ModelManifest, face_manifest
+from farm.models import ModelManifest
 from farm.processing import Frame, ShardContext
 
 if TYPE_CHECKING:
@@ -57,9 +59,8 @@ class FaceSwapProcessor:
         self.timer = StageTimer()
         resources = resources or WorkerResources()
         # dlib runs on the CPU whatever device the worker has; the models load once per worker.
-        self._stack = resources.models.get(
-            ("dlib-face-stack", manifest), lambda: DlibFaceStack(manifest)
-        )
+        self._stack = dlib_stack(manifest, resources)
+        self.detector = build_detector(settings, manifest, resources)
         self._reference: np.ndarray | None = None
         if settings.faces == "reference":
             if settings.reference is None:
@@ -75,7 +76,9 @@ class FaceSwapProcessor:
             timer=self.timer,
         )
         self._tracker = FaceTracker(
+            self.detector,
             self._stack,
+            hog_box=hog_box_relation(self.detector),
             detect_every=settings.detect_every,
             detect_max_side=settings.detect_max_side,
             max_gap=settings.max_gap_frames,
@@ -105,11 +108,20 @@ class FaceSwapProcessor:
             warm = sum(1 for index in indices if index < start)
             return list(frames[:warm]) + self.process(frames[warm:], indices[warm:])
         tracked = self._tracker.track_batch(frames, indices)
-        out: list[Frame] = []
-        for frame, index, faces in zip(frames, indices, tracked, strict=True):
-            chosen = self._select(faces) if index >= start else []
-            out.append(self._render(frame, chosen) if chosen else frame)
-        return out
+        chosen = [
+            self._select(faces) if index >= start else []
+            for index, faces in zip(indices, tracked, strict=True)
+        ]
+        return self._render_batch(frames, chosen)
+
+    def _render_batch(
+        self, frames: Sequence[Frame], chosen: list[list[TrackedFace]]
+    ) -> list[Frame]:
+        """Each frame with its chosen faces swapped (a neural renderer batches them)."""
+        return [
+            self._render(frame, faces) if faces else frame
+            for frame, faces in zip(frames, chosen, strict=True)
+        ]
 
     def close(self) -> None:
         """Forget the shard; the models stay loaded for the next shard until the object goes."""
@@ -188,7 +200,7 @@ def build_from_settings(
 ) -> FaceSwapProcessor:
     """Like `build_face_swap_processor`, from the face settings alone (tests, benchmarks)."""
     return FaceSwapProcessor(
-        settings, load_identity(settings.identity), face_manifest(models_dir), resources
+        settings, load_identity(settings.identity), full_face_manifest(models_dir), resources
     )
 
 

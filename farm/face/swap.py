@@ -3,13 +3,23 @@
 Per target face, inside its region of interest only (never the full frame)::
 
     landmarks ─► ROI (face box + margin)
-             ├─► piecewise-affine map (Delaunay over 68 points) ─► remap source crop
-             ├─► mask: landmark hull pulled in from jaw and brows, eroded + feathered,
-             │         minus the target's inner mouth when it opens
+             ├─► morph: brows, eyes, nose and lips take the source's rest shape, keeping the
+             │          target's motion (its deviation from its own track mean); the jaw stays
+             ├─► + ten forehead points (`dense_points`): the swap reaches above the brows
+             ├─► piecewise-affine map (Delaunay over the 78 points) ─► remap source crop
+             ├─► mask: outline pulled in from jaw and forehead, eroded + feathered
+             ├─► the target's own inner mouth, moved to where the morphed lips open
              ├─► LAB mean/std colour match of the warped source to the target skin
              └─► alpha blend (or Poisson clone, then alpha) ─► written back into the ROI
 
-The source side (triangulation, colour statistics) is prepared once per source face.
+Why these carry more of the identity than a warp bounded by the 68 points: a face is recognised
+by its brows, eyes, nose and mouth and by where they sit relative to each other. A mask that stops
+at the brows blends them at half strength with the target's (the feather straddles them) and
+leaves the target's forehead; lips left at the target's rest shape keep its mouth width and
+position. The jaw keeps the target's outline because that is where the paste meets the target's
+own neck and background: moving it leaves a second contour.
+
+The source side (dense points, triangulation, colour statistics) is prepared once per source face.
 """
 
 from __future__ import annotations
@@ -22,11 +32,13 @@ import numpy as np
 
 from farm.face.geometry import (
     BROWS,
+    FOREHEAD,
     INNER_LIPS,
     JAW,
     Landmarks,
     alignment_matrix,
     box_of,
+    dense_points,
     expand_box,
     face_triangles,
     mouth_openness,
@@ -44,23 +56,31 @@ JAW_PULL = 0.03
 BROW_PULL = 0.05
 """How far brow points move toward the face centre: away from hair and forehead."""
 SHAPE_PARTS = np.concatenate([BROWS, np.arange(27, 48)])
-"""Points moved toward the source's proportions (brows, nose, eyes); jaw and lips stay."""
+"""Points moved toward the source's proportions always (brows, nose, eyes); the jaw stays."""
+LIP_PARTS = np.arange(48, 68)
+"""Lips: moved to the source's rest shape only when the target's track mean is known, since only
+then is the target's speech (its deviation from that mean) kept; without it an open mouth would
+take the source's photo, closed."""
 MIN_SWAP_PX = 12
 """Faces (or visible parts of faces) smaller than this are left alone."""
 WARP_MAP_PX = 128
 """Faces wider than this get their warp maps built at a coarser step and upsampled."""
 COLOUR_CACHE_SIZE = 16
 """Colour-matched source crops kept per swapper."""
+LIPS_MOVED_PX = 0.1
+"""Lips moved less than this (round-off of the morph's frame change) are taken as unmoved."""
 MOUTH_OPEN_START = 0.08
 MOUTH_OPEN_FULL = 0.20
 """Inner-lip gap/width at which the target's own mouth starts to show, and fully shows."""
 
 
 def face_polygon(landmarks: Landmarks) -> np.ndarray:
-    """The face outline (jaw, then brows right to left), pulled in from the jaw and hair edges."""
+    """The face outline (jaw, then brows or forehead right to left), pulled in from the jaw and
+    hair edges. Given `dense_points` the top edge is the forehead row, else the brows."""
     centre = landmarks[[30, 33, 27, 28, 29]].mean(axis=0)
     jaw = centre + (landmarks[JAW] - centre) * (1.0 - JAW_PULL)
-    brows = centre + (landmarks[BROWS][::-1] - centre) * (1.0 - BROW_PULL)
+    top = FOREHEAD if len(landmarks) > FOREHEAD[-1] else BROWS
+    brows = centre + (landmarks[top][::-1] - centre) * (1.0 - BROW_PULL)
     return np.concatenate([jaw, brows]).astype(np.float32)
 
 
@@ -72,6 +92,8 @@ def canonical_shape(landmarks: Landmarks) -> np.ndarray:
 @dataclass(frozen=True)
 class PreparedSource:
     face: SourceFace
+    points: np.ndarray
+    """`dense_points` of the source crop: the correspondence the warp maps from."""
     triangles: np.ndarray
     shape: np.ndarray
     colour: ColourStats
@@ -126,9 +148,11 @@ class ClassicSwapper:
     @staticmethod
     def _prepare(face: SourceFace) -> PreparedSource:
         shape = face.image.shape[:2]
+        points = dense_points(face.landmarks)
         return PreparedSource(
             face=face,
-            triangles=face_triangles(face.landmarks),
+            points=points,
+            triangles=face_triangles(points),
             shape=canonical_shape(face.landmarks),
             colour=_lab_stats(face.image, _stats_mask((shape[0], shape[1]), face.landmarks)),
         )
@@ -143,20 +167,21 @@ class ClassicSwapper:
     def morph(
         self, landmarks: Landmarks, source: PreparedSource, mean_shape: np.ndarray | None
     ) -> Landmarks:
-        """Move brows, eyes and nose toward the source's proportions, keeping the target's motion.
+        """Move brows, eyes, nose (and lips) toward the source's proportions, keeping the
+        target's motion.
 
         ``mean_shape`` is the target's canonical shape averaged over its track; each frame keeps its
-        own deviation from that mean (blinks, raised brows), plus the source-minus-target offset.
+        own deviation from that mean (blinks, raised brows, speech), plus the source-minus-target
+        offset. Without it the lips stay the target's (`LIP_PARTS`).
         """
         if self._shape_transfer <= 0:
             return landmarks
         matrix = alignment_matrix(landmarks, 1)
         canonical = transform_points(landmarks, matrix)
         reference = canonical if mean_shape is None else mean_shape
+        parts = SHAPE_PARTS if mean_shape is None else np.concatenate([SHAPE_PARTS, LIP_PARTS])
         moved = canonical.copy()
-        moved[SHAPE_PARTS] += self._shape_transfer * (
-            source.shape[SHAPE_PARTS] - reference[SHAPE_PARTS]
-        )
+        moved[parts] += self._shape_transfer * (source.shape[parts] - reference[parts])
         inverse = cv2.invertAffineTransform(matrix)
         return transform_points(moved, inverse)
 
@@ -199,11 +224,12 @@ class ClassicSwapper:
                 if smooth_colour is not None:
                     target = smooth_colour(target)
                 image = self._recoloured(source, target)
-            warped = self._warp(image, source, geometry, shape, face_w)
-            hard = _fill(shape, face_polygon(geometry))
+            dense = dense_points(geometry)
+            warped = self._warp(image, source, dense, shape, face_w)
+            hard = _fill(shape, face_polygon(dense))
             alpha = self._feather(hard, face_w)
             if self._keep_mouth:
-                alpha = self._remove_mouth(alpha, local, face_w)
+                warped = self._keep_target_mouth(warped, roi, local, geometry, face_w)
         with self.timer("blend"):
             if self._poisson:
                 warped = _poisson(warped, roi, alpha)
@@ -248,21 +274,39 @@ class ClassicSwapper:
         shape: tuple[int, int],
         face_w: float,
     ) -> np.ndarray:
-        """The source face warped onto ``geometry`` (piecewise affine, maps built at <=160 px)."""
+        """The source face warped onto ``geometry`` (`dense_points`; piecewise affine, maps built
+        at <=160 px).
+
+        Sampled from the level of the source's image pyramid nearest above the target's scale:
+        bilinear sampling of the 384 px crop straight onto a 100 px face reads 4 of every 15
+        source pixels, so the skin, brow and eye detail that carries the identity comes out as
+        aliasing noise that also shimmers from frame to frame. `cv2.pyrDown` low-passes first.
+        """
         step = max(1, int(np.ceil(face_w / WARP_MAP_PX)))
         if step == 1:
             map_x, map_y, _ = piecewise_affine_maps(
-                geometry, source.face.landmarks, source.triangles, shape
+                geometry, source.points, source.triangles, shape
             )
         else:
             small = (int(np.ceil(shape[0] / step)), int(np.ceil(shape[1] / step)))
             map_x, map_y, _ = piecewise_affine_maps(
-                geometry / step, source.face.landmarks, source.triangles, small
+                geometry / step, source.points, source.triangles, small
             )
             # Maps are piecewise linear: bilinear upsampling is exact inside each triangle.
             size = (small[1] * step, small[0] * step)
             map_x = cv2.resize(map_x, size, interpolation=cv2.INTER_LINEAR)[: shape[0], : shape[1]]
             map_y = cv2.resize(map_y, size, interpolation=cv2.INTER_LINEAR)[: shape[0], : shape[1]]
+        source_w = float(np.ptp(source.face.landmarks[:, 0])) or 1.0
+        levels = 0
+        while source_w / 2 ** (levels + 1) >= face_w and min(image.shape[:2]) >= 2 * MIN_SWAP_PX:
+            image = cv2.pyrDown(image)
+            levels += 1
+        if levels:
+            # pyrDown maps pixel centre x to (x + 0.5) / 2 - 0.5, once per level.
+            factor = np.float32(2.0**-levels)
+            offset = np.float32(0.5 * (1.0 - 2.0**-levels))
+            map_x = map_x * factor - offset
+            map_y = map_y * factor - offset
         return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     def _match_colour(
@@ -298,21 +342,40 @@ class ClassicSwapper:
             )
         return np.clip(small, 0.0, 1.0).astype(np.float32)
 
-    def _remove_mouth(self, alpha: np.ndarray, local: Landmarks, face_w: float) -> np.ndarray:
-        """Let the target's own inner mouth show through as it opens (speech stays readable)."""
+    def _keep_target_mouth(
+        self,
+        warped: np.ndarray,
+        roi: np.ndarray,
+        local: Landmarks,
+        geometry: Landmarks,
+        face_w: float,
+    ) -> np.ndarray:
+        """Let the target's own inner mouth show through as it opens (speech stays readable).
+
+        The target's mouth (teeth, tongue) is put where the *morphed* lips open: the ROI moved by
+        the affine map that carries the target's lips onto the morphed ones (the identity when
+        the lips were not moved), and painted into the pasted face inside the morphed inner lips.
+        """
         openness = mouth_openness(local)
         weight = float(
             np.clip((openness - MOUTH_OPEN_START) / (MOUTH_OPEN_FULL - MOUTH_OPEN_START), 0, 1)
         )
         if weight <= 0:
-            return alpha
-        lips = local[INNER_LIPS]
+            return warped
+        lips = geometry[INNER_LIPS]
         centre = lips.mean(axis=0)
         polygon = centre + (lips - centre) * 1.12
-        mouth = _fill(alpha.shape[:2], polygon).astype(np.float32) / 255.0
+        mouth = _fill(warped.shape[:2], polygon).astype(np.float32) / 255.0
         sigma = max(1.0, 0.015 * face_w)
-        mouth = np.asarray(cv2.GaussianBlur(mouth, (0, 0), sigmaX=sigma), dtype=np.float32)
-        return (alpha * (1.0 - weight * mouth)).astype(np.float32)
+        mouth = weight * np.asarray(cv2.GaussianBlur(mouth, (0, 0), sigmaX=sigma), np.float32)
+        own = roi
+        if np.abs(geometry[LIP_PARTS] - local[LIP_PARTS]).max() > LIPS_MOVED_PX:
+            matrix, _ = cv2.estimateAffine2D(local[LIP_PARTS], geometry[LIP_PARTS])
+            if matrix is not None:
+                own = cv2.warpAffine(
+                    roi, matrix, (roi.shape[1], roi.shape[0]), borderMode=cv2.BORDER_REPLICATE
+                )
+        return cv2.blendLinear(own, warped, mouth, 1.0 - mouth)
 
 
 def _poisson(warped: np.ndarray, roi: np.ndarray, alpha: np.ndarray) -> np.ndarray:

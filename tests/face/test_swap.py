@@ -1,8 +1,9 @@
 """The classic swap on real GRID talkers: identity moved, background untouched, no added flicker.
 
 The identity is made from swiz3n's frontal frame; the targets are other GRID talkers. Only the
-first 50 frames of each shot are processed (CI budget). Faces and identity are measured by the
-independent judges' models (YuNet, SFace), never by the dlib stack the swap runs on.
+first 50 frames of each shot are processed (CI budget). Faces are found by the judges' YuNet,
+which is also the swap's default detector (detection only is shared); identity is measured by
+SFace, which the swap never uses, and never by the dlib descriptor.
 """
 
 from __future__ import annotations
@@ -56,10 +57,14 @@ def judges() -> JudgeModels:
 
 
 def face_ssim(
-    judges: JudgeModels, frame: np.ndarray, output: np.ndarray
+    judges: JudgeModels,
+    frame: np.ndarray,
+    output: np.ndarray,
+    faces: tuple[Face, ...] | None = None,
 ) -> list[tuple[Face, float, float | None]]:
-    """(face, SSIM inside its ellipse, SSIM outside every face) for each YuNet face of ``frame``."""
-    faces = judges.detect(frame)
+    """(face, SSIM inside its ellipse, SSIM outside every face) for each YuNet face of ``frame``
+    (``faces``: those faces, when the caller has already detected them)."""
+    faces = judges.detect(frame) if faces is None else faces
     full = ssim_map(luma(frame), luma(output))
     outside = masked_mean(full, ~face_mask(frame.shape[:2], faces))
     return [(f, masked_mean(full, face_mask(frame.shape[:2], (f,))) or 1.0, outside) for f in faces]
@@ -94,8 +99,9 @@ def test_swap_carries_identity_and_leaves_the_rest(
     identity = identity_embedding(judges, tuple(f.image for f in pack.faces))
     assert identity is not None
     before, after, inside, outside = [], [], [], []
+    detected = [judges.detect(frame) for frame in frames]
     for i, (frame, output) in enumerate(zip(frames, outputs, strict=True)):
-        for face, ssim_in, ssim_out in face_ssim(judges, frame, output):
+        for face, ssim_in, ssim_out in face_ssim(judges, frame, output, detected[i]):
             inside.append(ssim_in)
             outside.append(ssim_out)
             if i % 2 == 0:
@@ -108,7 +114,7 @@ def test_swap_carries_identity_and_leaves_the_rest(
     assert moved >= 0.2, f"SFace similarity to the identity rose by only {moved:.3f}"
     assert min(v for v in outside if v is not None) >= 0.98
     assert np.mean(inside) < 0.9, "the face really changed"
-    masks = [face_mask(f.shape[:2], judges.detect(f)) for f in frames]
+    masks = [face_mask(f.shape[:2], faces) for f, faces in zip(frames, detected, strict=True)]
     steps_in, steps_out = [], []
     for t in range(1, len(frames) - 1):
         value_in = flicker([luma(f) for f in frames[t - 1 : t + 2]], masks[t])

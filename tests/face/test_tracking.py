@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pytest
 
+from farm.face.detectors import Detection
 from farm.face.dlib_stack import DlibFaceStack
 from farm.face.geometry import Box, box_of, face_triangles, iou, piecewise_affine_maps
 from farm.face.tracking import FaceTracker, OneEuroFilter
@@ -21,45 +22,55 @@ BASE = np.array(
 
 
 class ScriptedStack:
-    """A face at x offset ``frame[0, 0, 0]`` when ``frame[0, 0, 1]`` is 1; no face otherwise."""
+    """Detector and landmarker in one: the face is the bright box drawn by `frames_for`.
+
+    It reads only the pixels it is given, so a re-find window sees the face only when the
+    window covers it, as a real detector would.
+    """
+
+    name = "scripted"
 
     def __init__(self) -> None:
         self.full_detections = 0
+        self.frame_shape: tuple[int, ...] | None = None
 
-    @staticmethod
-    def _face(gray: np.ndarray) -> Box | None:
-        return (float(gray[0, 0]), 20.0, float(gray[0, 0]) + 80.0, 100.0) if gray[0, 1] else None
-
-    def detect(self, gray: np.ndarray, *, max_side: int = 0, upsample: int = 0) -> list[Box]:
-        self.full_detections += 1
-        face = self._face(gray)
-        return [face] if face else []
-
-    def detect_near(self, gray: np.ndarray, box: Box, *, margin: float = 0.6) -> Box | None:
-        face = self._face(gray)
-        return face if face and iou(face, box) > 0 else None
+    def detect(self, frame: np.ndarray, *, max_side: int = 0) -> list[Detection]:
+        if frame.shape == self.frame_shape:
+            self.full_detections += 1
+        ys, xs = np.nonzero(frame[:, :, 1] > 128)
+        if not len(xs):
+            return []
+        box = (float(xs.min()), float(ys.min()), float(xs.max()) + 1.0, float(ys.max()) + 1.0)
+        return [Detection(box=box, score=1.0)]
 
     def landmarks(self, gray: np.ndarray, box: Box) -> np.ndarray:
-        return BASE + np.float32(box[0] - 0.0)
+        return BASE + np.float32(box[0] - FACE_X0)
 
     def descriptor(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return np.zeros(128, np.float32)
 
 
+FACE_X0 = 0.0
+"""The landmarks' x offset is the box's left edge minus this."""
+FACE_W, FACE_TOP, FACE_BOTTOM = 80, 20, 100
+FRAME_SHAPE = (120, 200, 3)
+
+
 def frames_for(script: list[int | None]) -> list[np.ndarray]:
-    """One tiny frame per entry: the face's x offset, or None for no face."""
+    """One frame per entry: a face box at that x offset, or None for no face."""
     frames = []
     for x in script:
-        frame = np.zeros((4, 4, 3), np.uint8)
+        frame = np.zeros(FRAME_SHAPE, np.uint8)
         if x is not None:
-            frame[0, 0, :] = x  # grey value read back by the scripted stack
-            frame[0, 1, :] = 1
+            frame[FACE_TOP:FACE_BOTTOM, x : x + FACE_W] = 255
         frames.append(frame)
     return frames
 
 
 def tracker(**kwargs: Any) -> FaceTracker:
-    return FaceTracker(cast(DlibFaceStack, ScriptedStack()), **kwargs)
+    stack = ScriptedStack()
+    stack.frame_shape = FRAME_SHAPE
+    return FaceTracker(stack, stack, **kwargs)
 
 
 def test_short_gaps_are_interpolated_and_long_gaps_are_not() -> None:
@@ -95,7 +106,8 @@ def test_short_gaps_are_interpolated_and_long_gaps_are_not() -> None:
 def test_face_that_appears_between_detections_is_back_filled() -> None:
     script: list[int | None] = [None, None, None, 5, 5, 5, 5, 5]
     stack = ScriptedStack()
-    t = FaceTracker(cast(DlibFaceStack, stack), detect_every=5)
+    stack.frame_shape = FRAME_SHAPE
+    t = FaceTracker(stack, stack, detect_every=5)
     result = t.track_batch(frames_for(script), list(range(len(script))))
     assert [len(f) for f in result] == [0, 0, 0, 1, 1, 1, 1, 1]
     assert stack.full_detections == 2, "full-frame detection runs every 5th frame only"

@@ -38,7 +38,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: $(STAMP) lint
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q
 
 demo: $(STAMP)
 	$(PY) -m bench.demo --media $(SHARED)/media --out $(DEMO_OUT)

@@ -8,7 +8,8 @@
     │   └── SourceUnavailable      reading the source failed with an I/O error (retryable)
     ├── FfmpegFailed               the ffmpeg binary exited non-zero (argv and stderr tail kept)
     ├── ModelError                 a model file is missing, has the wrong hash or contract
-    │   └── ChecksumMismatch
+    │   ├── ChecksumMismatch
+    │   └── DeviceUnavailable      the job demands a GPU provider this machine's onnxruntime lacks
     ├── ConsentError               the consent record is missing or does not allow the job
     ├── StorageError               a node cannot read an input or write the work directory
     ├── ShardFailed                a unit of work failed; `retryable` says whether to run it again
@@ -108,6 +109,11 @@ class ModelError(FarmError):
 
 class ChecksumMismatch(ModelError):
     """A model file's sha256 differs from its manifest entry."""
+
+
+class DeviceUnavailable(ModelError):
+    """The job asked for a device (``--device cuda``/``tensorrt``) that this worker's
+    onnxruntime or its resources cannot give; running it again on the same worker cannot help."""
 
 
 class ConsentError(FarmError):

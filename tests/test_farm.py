@@ -21,6 +21,7 @@ from farm.errors import (
     Cancelled,
     ChecksumMismatch,
     ConsentError,
+    DeviceUnavailable,
     FarmError,
     FfmpegFailed,
     FrameCountMismatch,
@@ -104,6 +105,7 @@ ERROR_EXAMPLES: dict[type[FarmError], FarmError] = {
     FfmpegFailed: FfmpegFailed(["ffmpeg", "-i", "x"], 1, "a\nOption not found\n"),
     ModelError: ModelError("model file missing"),
     ChecksumMismatch: ChecksumMismatch("sha256 differs"),
+    DeviceUnavailable: DeviceUnavailable("--device cuda: onnxruntime offers only CPU"),
     ConsentError: ConsentError("consent expired"),
     StorageError: StorageError("node abc cannot read /p", node="abc", path="/p"),
     ShardFailed: ShardFailed("shard 00001: boom", retryable=True),
@@ -213,8 +215,8 @@ def test_the_next_job_gets_warm_workers_that_reconfigure(
     second = run_on_ray(other)
     assert first.job_id != second.job_id, "other settings: another job"
     assert {w.pid for w in second.workers} == {w.pid for w in first.workers}, "same processes"
-    # The dlib models were loaded once per worker, for both jobs.
-    assert all(w.model_loads == 1 for w in second.workers), second.workers
+    # The face models (dlib's stack and YuNet) were loaded once per worker, for both jobs.
+    assert all(w.model_loads == 2 for w in second.workers), second.workers
 
 
 # -- a failure in one stage stops the other ---------------------------------------------------

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from farm.devices import Device, WorkerResources
-from farm.errors import FarmError, ModelError
+from farm.errors import DeviceUnavailable, FarmError, ModelError
 
 ProviderPreference = Literal["auto", "cpu", "cuda", "tensorrt"]
 
@@ -42,10 +42,6 @@ GPU_INSTALL_FIX = (
     "pip uninstall -y onnxruntime onnxruntime-gpu && pip install --no-deps onnxruntime-gpu "
     "(or `make setup-gpu`)"
 )
-
-
-class DeviceUnavailable(FarmError):
-    """The job asked for a device this machine's onnxruntime cannot use (not retryable)."""
 
 
 @dataclass(frozen=True)

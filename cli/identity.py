@@ -33,11 +33,17 @@ def create(
         typer.Option("--voice", help="WAV reference of the person's voice (repeatable)"),
     ] = None,
     models_dir: Annotated[
-        Path | None, typer.Option("--models-dir", help="extra models with a manifest.json")
+        Path | None,
+        typer.Option(
+            "--models-dir",
+            help="models directory: with ArcFace (w600k_r50) there, its embeddings are stored",
+            envvar="FARM_MODELS",
+        ),
     ] = None,
 ) -> None:
     """Write an identity pack: aligned faces, landmarks, descriptors, voice references, consent."""
     from farm.face.identity import create_identity
+    from farm.face.stack_choice import pack_embedder
     from farm.models import face_manifest
     from farm.provenance.consent import check_consent
     from farm.provenance.keys import load_trust
@@ -54,14 +60,20 @@ def create(
             trust=load_trust(),
         )
         created = create_identity(
-            list(face), consent, output, face_manifest(models_dir), voices=list(voice or [])
+            list(face),
+            consent,
+            output,
+            face_manifest(models_dir),
+            voices=list(voice or []),
+            embedder=pack_embedder(models_dir),
         )
     except FarmError as exc:
         fail(exc)
     for warning in created.warnings:
         typer.echo(f"warning: {warning}", err=True)
     pack = created.pack
+    embedded = " with ArcFace embeddings" if pack.manifest.faces[0].arcface is not None else ""
     typer.echo(
-        f"identity pack {output}: {len(pack.faces)} face(s), {len(pack.voice_refs)} voice "
-        f"reference(s), consent sha256 {pack.consent.sha256[:16]}…"
+        f"identity pack {output}: {len(pack.faces)} face(s){embedded}, {len(pack.voice_refs)} "
+        f"voice reference(s), consent sha256 {pack.consent.sha256[:16]}…"
     )

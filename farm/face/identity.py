@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -61,6 +61,11 @@ class PackFace(BaseModel):
     face_width_px: float = Field(description="detected face width in the source image")
     landmarks: list[tuple[float, float]] = Field(description="68 points in the aligned crop")
     descriptor: list[float] = Field(description="128-D dlib descriptor of the source face")
+    arcface: list[float] | None = Field(
+        default=None,
+        description="raw 512-D ArcFace embedding of the aligned crop, when the recogniser was in "
+        "the models directory at creation (its sha256 is in `models`)",
+    )
 
 
 class PackFile(BaseModel):
@@ -148,6 +153,35 @@ class IdentityPack:
         """The identity's descriptor: the mean over its source faces."""
         return np.mean([f.descriptor for f in self.faces], axis=0).astype(np.float32)
 
+    def stored_embeddings(self, model: str, sha256: str | None) -> list[np.ndarray] | None:
+        """The faces' embeddings by ``model`` as stored at creation, if every face has one and
+        they were made by the file with this ``sha256``; None otherwise (compute them anew)."""
+        made_by = self.manifest.models.get(model)
+        if sha256 is None or made_by != sha256:
+            return None
+        stored = [face.arcface for face in self.manifest.faces]
+        if any(vector is None for vector in stored):
+            return None
+        return [np.asarray(vector, dtype=np.float32) for vector in stored if vector is not None]
+
+
+class FaceEmbedder(Protocol):
+    """A recogniser an identity pack can store embeddings of (ArcFace, when present)."""
+
+    @property
+    def model(self) -> str:
+        """Its catalogue name (the key in the pack's ``models``)."""
+        ...
+
+    @property
+    def sha256(self) -> str:
+        """Of the model file that makes the embeddings."""
+        ...
+
+    def embed_crop(self, crop: np.ndarray, landmarks: Landmarks) -> np.ndarray:
+        """The raw embedding of an aligned pack crop with its 68 points."""
+        ...
+
 
 @dataclass(frozen=True)
 class CreatedIdentity:
@@ -220,9 +254,11 @@ def create_identity(
     *,
     voices: list[Path] | None = None,
     operator: Operator | None = None,
+    embedder: FaceEmbedder | None = None,
 ) -> CreatedIdentity:
     """Build an identity pack in ``output`` (which must not exist, or be empty), signed by
-    ``operator`` (default: this farm's operator key).
+    ``operator`` (default: this farm's operator key). With an ``embedder`` (ArcFace, when the
+    models directory has it) each face's embedding is stored too, so jobs need not recompute it.
 
     Raises:
         SpecError: no face image given, or ``output`` is a non-empty directory.
@@ -276,6 +312,9 @@ def create_identity(
                     face_width_px=round(width, 1),
                     landmarks=[(round(float(x), 3), round(float(y), 3)) for x, y in face.landmarks],
                     descriptor=[float(v) for v in face.descriptor],
+                    arcface=None
+                    if embedder is None
+                    else [float(v) for v in embedder.embed_crop(face.image, face.landmarks)],
                 )
             )
         pack_voices = []
@@ -299,7 +338,8 @@ def create_identity(
             models={
                 name: manifest.entry(name).sha256 or ""
                 for name in (DLIB_LANDMARKS_68, DLIB_DESCRIPTOR)
-            },
+            }
+            | ({} if embedder is None else {embedder.model: embedder.sha256}),
             warnings=warnings,
         ).signed_by(operator)
         (staging / PACK_MANIFEST).write_text(

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from farm.errors import ModelError, SpecError
 from farm.face.catalogue import model_status, neural_manifest, require
 from farm.face.settings import FaceSettings, SwapperName
 from farm.models import ModelManifest
+
+if TYPE_CHECKING:
+    from farm.face.identity import FaceEmbedder
 
 RECOGNISER = "arcface_w600k_r50"
 """Every neural swapper takes the identity as a w600k_r50 ArcFace embedding."""
@@ -130,3 +133,17 @@ def resolve_face_stack(settings: FaceSettings, models_dir: Path | None) -> FaceS
 
 def known_swappers() -> tuple[str, ...]:
     return get_args(SwapperName)
+
+
+def pack_embedder(models_dir: Path | None) -> FaceEmbedder | None:
+    """ArcFace for `farm identity create` when the models directory holds the verified
+    w600k_r50 file (its embeddings then go into the pack); None otherwise."""
+    manifest = neural_manifest(models_dir)
+    if models_dir is None or not _present(manifest, (RECOGNISER,)):
+        return None
+    from farm.face.onnx.arcface import ArcFaceRecogniser, PackEmbedder
+    from farm.face.onnx.runtime import SessionFactory
+
+    path = require(manifest, RECOGNISER)
+    recogniser = ArcFaceRecogniser(path, SessionFactory("cpu"))
+    return PackEmbedder(recogniser, manifest.entry(RECOGNISER).sha256 or "", RECOGNISER)

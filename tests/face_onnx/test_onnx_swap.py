@@ -25,6 +25,7 @@ from farm.face.identity import load_identity
 from farm.face.onnx.processor import OnnxSwapProcessor
 from farm.face.processor import shard_context
 from farm.face.settings import FaceSettings, SwapperName
+from farm.fsutil import sha256_file
 from farm.media.ffmpeg import ffmpeg_binary, run_ffmpeg
 from farm.spec import JobSpec
 from tests.conftest import media_path
@@ -122,3 +123,52 @@ def test_auto_runs_the_neural_stack_and_the_report_says_so(
     assert report.frames_changed >= 45
     assert report.settings["face"]["backend"] == "onnx", "the job hashes the resolved stack"
     assert (tmp_path / "out.mp4").is_file()
+
+
+def test_a_pack_made_with_arcface_present_stores_its_embeddings(
+    identity_models: Path, session_farm_home: Path, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from farm.face.identity import create_identity
+    from farm.face.onnx.arcface import ArcFaceRecogniser
+    from farm.face.onnx.processor import identity_embedding
+    from farm.face.onnx.runtime import SessionFactory
+    from farm.face.stack_choice import RECOGNISER, pack_embedder
+    from farm.models import face_manifest
+    from farm.provenance.consent import create_consent, write_consent
+    from farm.provenance.keys import load_operator
+
+    photo = media_path("faces/grid_talker_swiz3n_frontal.png")
+    consent = tmp_path / "consent.yaml"
+    write_consent(
+        create_consent(
+            subject="GRID talker swiz3n",
+            scope=["face"],
+            purpose="tests",
+            expires=dt.date(2099, 1, 1),
+            face_files=[photo],
+            voice_files=[],
+            operator=load_operator(session_farm_home),
+        ),
+        consent,
+    )
+    embedder = pack_embedder(identity_models)
+    assert embedder is not None and pack_embedder(None) is None
+    pack = create_identity(
+        [photo], consent, tmp_path / "pack", face_manifest(None), embedder=embedder
+    ).pack
+    arcface_sha = sha256_file(identity_models / "arcface.onnx")
+    assert pack.manifest.models[RECOGNISER] == arcface_sha, "the signed manifest names the model"
+    stored = pack.manifest.faces[0].arcface
+    assert stored is not None and len(stored) == 512
+
+    def not_needed() -> ArcFaceRecogniser:
+        raise AssertionError("the stored embedding should have been used")
+
+    from_pack = identity_embedding(pack, not_needed, arcface_sha)
+    recogniser = ArcFaceRecogniser(identity_models / "arcface.onnx", SessionFactory("cpu"))
+    computed = identity_embedding(pack, lambda: recogniser, "another model file")
+    assert np.allclose(from_pack, computed, atol=1e-5)
+    with pytest.raises(AssertionError, match="stored embedding"):
+        identity_embedding(pack, not_needed, "0" * 64)

@@ -16,12 +16,14 @@ session call; a graph with a fixed batch of 1 is run once per face.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from farm.errors import ModelError
+from farm.face.geometry import five_points
 from farm.face.onnx.align import alignment_matrix, insightface_module, warp_crop
 from farm.face.onnx.runtime import SessionFactory
 
@@ -105,3 +107,16 @@ class ArcFaceRecogniser:
         else:
             features = np.concatenate([self._model.get_feat(c) for c in crops], axis=0)
         return np.asarray(features, dtype=np.float32).reshape(len(crops), -1)
+
+
+@dataclass(frozen=True)
+class PackEmbedder:
+    """ArcFace as `farm.face.identity.FaceEmbedder`: embeddings stored in identity packs."""
+
+    recogniser: ArcFaceRecogniser
+    sha256: str
+    """Of the w600k_r50 file that makes them (the pack records it)."""
+    model: str = "arcface_w600k_r50"
+
+    def embed_crop(self, crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return self.recogniser.embed(crop, five_points(landmarks))

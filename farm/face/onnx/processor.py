@@ -14,7 +14,7 @@ report. The identity latent is computed once per job from the identity pack's ph
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -29,7 +29,7 @@ from farm.face.onnx.arcface import ArcFaceRecogniser, normalise
 from farm.face.onnx.enhancer import FaceEnhancer
 from farm.face.onnx.parser import BiSeNetParser
 from farm.face.onnx.renderer import NeuralFaceRenderer
-from farm.face.onnx.runtime import ProviderPreference, SessionFactory
+from farm.face.onnx.runtime import ProviderPreference, SessionFactory, provider_preference
 from farm.face.onnx.swappers import FaceSwapModel, open_swapper
 from farm.face.processor import FaceSwapProcessor
 from farm.face.settings import FaceSettings
@@ -48,11 +48,17 @@ if TYPE_CHECKING:
     from farm.spec import JobSpec
 
 
-def identity_embedding(pack: IdentityPack, recogniser: ArcFaceRecogniser) -> np.ndarray:
+def identity_embedding(
+    pack: IdentityPack, recogniser: Callable[[], ArcFaceRecogniser], sha256: str | None
+) -> np.ndarray:
     """The identity's raw ArcFace embedding: the direction of the mean of its photos' unit
     embeddings (each photo counts the same), at their mean length (SimSwap's converter takes
-    raw embeddings)."""
-    raw = [recogniser.embed(face.image, five_points(face.landmarks)) for face in pack.faces]
+    raw embeddings). Taken from the pack when it stored them with this very model file
+    (``sha256``), else computed from its crops."""
+    raw = pack.stored_embeddings(RECOGNISER, sha256)
+    if raw is None:
+        model = recogniser()
+        raw = [model.embed(face.image, five_points(face.landmarks)) for face in pack.faces]
     if not raw:
         raise MediaError(f"identity pack {pack.root} has no faces")
     direction = normalise(np.mean([normalise(r) for r in raw], axis=0))
@@ -78,31 +84,38 @@ def build_renderer(
         return manifest.verified_path(model)
 
     recogniser_path = verified(RECOGNISER)
-    recogniser = models.get(
-        ("arcface", recogniser_path), lambda: ArcFaceRecogniser(recogniser_path, sessions)
-    )
+
+    def recogniser() -> ArcFaceRecogniser:
+        return models.get(
+            ("arcface", recogniser_path, sessions.preference),
+            lambda: ArcFaceRecogniser(recogniser_path, sessions),
+        )
+
     swapper_path = verified(name)
     converter = verified(SIMSWAP_CONVERTER) if name.startswith("simswap") else None
     swapper: FaceSwapModel = models.get(
-        ("swapper", name, swapper_path, converter),
+        ("swapper", name, swapper_path, converter, sessions.preference),
         lambda: open_swapper(name, swapper_path, sessions, converter=converter),
     )
     latent = models.get(
         ("identity-latent", name, swapper_path, pack.root, pack.manifest.model_dump_json()),
-        lambda: swapper.identity_latent(identity_embedding(pack, recogniser)),
+        lambda: swapper.identity_latent(
+            identity_embedding(pack, recogniser, manifest.entry(RECOGNISER).sha256)
+        ),
     )
     parser = None
     if settings.face_parser is not None:
         parser_path = verified(PARSER_MODELS[settings.face_parser])
         parser = models.get(
-            ("parser", parser_path), lambda: BiSeNetParser(parser_path, sessions)
+            ("parser", parser_path, sessions.preference),
+            lambda: BiSeNetParser(parser_path, sessions),
         )
     enhancer = None
     if settings.enhancer is not None:
         enhancer_name = settings.enhancer
         enhancer_path = verified(ENHANCER_MODELS[enhancer_name])
         enhancer = models.get(
-            ("enhancer", enhancer_path, settings.enhancer_strength),
+            ("enhancer", enhancer_path, settings.enhancer_strength, sessions.preference),
             lambda: FaceEnhancer(
                 enhancer_name, enhancer_path, sessions, strength=settings.enhancer_strength
             ),
@@ -115,13 +128,6 @@ def build_renderer(
         colour_transfer=settings.colour_transfer,
         timer=timer,
     )
-
-
-def provider_preference(device: str) -> ProviderPreference:
-    """The cluster's ``--device`` as an onnxruntime provider preference."""
-    if device in ("auto", "cpu", "cuda", "tensorrt"):
-        return device  # type: ignore[return-value]
-    raise SpecError(f"unknown device {device!r}; use auto, cpu, cuda or tensorrt")
 
 
 class OnnxSwapProcessor(FaceSwapProcessor):
@@ -139,7 +145,7 @@ class OnnxSwapProcessor(FaceSwapProcessor):
         preference: ProviderPreference = "auto",
     ) -> None:
         resources = resources or WorkerResources()
-        super().__init__(settings, pack, manifest, resources)
+        super().__init__(settings, pack, manifest, resources, preference=preference)
         sessions = SessionFactory(preference, resources)
         self._plan = sessions.plan()
         self._renderer = build_renderer(settings, pack, manifest, sessions, resources, self.timer)

@@ -283,30 +283,23 @@ def report(
     print("  (*sharded: CPU ms summed over workers, per frame)")
     inference = farm.stages.get("swap", 0.0) / (workers * farm.seconds) if farm.seconds else 0.0
     print(f"  share of the workers' wall time inside the swapper: {100 * inference:.1f} %")
-    if not quality:
-        return {
-            "clip": name,
-            "size": size,
-            "frames": plain.frames,
-            "plain_fps": plain.fps,
-            "sharded_fps": farm.fps,
-            "inference_share": inference,
-            "sharded_ms": per_frame(farm),
-        }
-    print("  judges (plain output vs its input):")
-    for key, value in quality.items():
-        print(f"    {key:<22} {'-' if value is None else f'{value:.3f}'}")
-    return {
+    row: dict[str, object] = {
         "clip": name,
         "size": size,
         "frames": plain.frames,
         "plain_fps": plain.fps,
         "sharded_fps": farm.fps,
         "ratio": ratio,
+        "inference_share": inference,
         "plain_ms": per_frame(plain),
         "sharded_ms": per_frame(farm),
-        "quality": quality,
     }
+    if quality:  # the neural stand-in swaps no one in: nothing to judge
+        print("  judges (plain output vs its input):")
+        for key, value in quality.items():
+            print(f"    {key:<22} {'-' if value is None else f'{value:.3f}'}")
+        row["quality"] = quality
+    return row
 
 
 def main() -> None:

@@ -17,14 +17,13 @@ and negligible cost: the benchmark measures the swap, the identity embedding is 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from farm.fsutil import sha256_file
+from farm.models import file_entry, write_manifest
 
 INSWAPPER_MACS = 87.35e9
 """Half of the 174.7 GFLOPs insightface states for inswapper_128."""
@@ -138,20 +137,21 @@ def synthetic_models_dir(root: Path) -> tuple[Path, float]:
     root.mkdir(parents=True, exist_ok=True)
     macs = inswapper_cost_graph(root / "inswapper_128_cost.onnx")
     arcface_signature_graph(root / "w600k_r50_signature.onnx")
-    entries = []
-    for name, file, kind in (
-        ("inswapper_128", "inswapper_128_cost.onnx", "inswapper"),
-        ("arcface_w600k_r50", "w600k_r50_signature.onnx", "arcface-recogniser"),
-    ):
-        entries.append(
-            {
-                "name": name,
-                "file": file,
-                "sha256": sha256_file(root / file),
-                "licence": "synthetic benchmark graph",
-                "source": "bench.synthetic_models",
-                "contract": {"runtime": "onnxruntime", "kind": kind, "output": "synthetic"},
-            }
-        )
-    (root / "manifest.json").write_text(json.dumps({"models": entries}, indent=2) + "\n")
+    write_manifest(
+        root,
+        [
+            file_entry(
+                root,
+                name,
+                file,
+                kind=kind,
+                licence="synthetic benchmark graph",
+                source="bench.synthetic_models",
+            )
+            for name, file, kind in (
+                ("inswapper_128", "inswapper_128_cost.onnx", "inswapper"),
+                ("arcface_w600k_r50", "w600k_r50_signature.onnx", "arcface-recogniser"),
+            )
+        ],
+    )
     return root, macs

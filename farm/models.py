@@ -249,6 +249,37 @@ def load_manifest(models_dir: Path) -> ModelManifest:
         raise ModelError(f"{path}: invalid entry {field}: {first['msg']}") from None
 
 
+def file_entry(
+    root: Path,
+    name: str,
+    file: str,
+    *,
+    kind: str,
+    licence: str,
+    source: str,
+    runtime: Runtime = "onnxruntime",
+    output: str = "as its model card says",
+) -> ModelEntry:
+    """A manifest entry for ``root/file`` as it is now (its sha256 computed): how a converted
+    model, a fine-tune or a test's synthetic graph is registered."""
+    return ModelEntry(
+        name=name,
+        file=file,
+        sha256=sha256_file(root / file),
+        licence=licence,
+        source=source,
+        contract=InputContract(runtime=runtime, kind=kind, output=output),
+    )
+
+
+def write_manifest(root: Path, entries: list[ModelEntry]) -> Path:
+    """Write ``root/manifest.json`` with these entries (read back by `load_manifest`)."""
+    models = [entry.model_dump(mode="json", exclude_defaults=True) for entry in entries]
+    path = root / MANIFEST_NAME
+    path.write_text(json.dumps({"models": models}, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 def face_manifest(models_dir: Path | None) -> ModelManifest:
     """The built-in face manifest, extended by ``models_dir/manifest.json`` when one exists."""
     manifest = builtin_face_manifest()

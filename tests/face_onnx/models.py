@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from farm.fsutil import sha256_file
+from farm.models import file_entry, write_manifest
 from tests.face_onnx import graphs, graphs_swap
 
 
 def register(root: Path, models: list[tuple[str, str, str]]) -> Path:
     """Write ``root/manifest.json`` naming (model name, file, contract kind) with their hashes."""
-    entries = [
-        {
-            "name": name,
-            "file": file,
-            "sha256": sha256_file(root / file),
-            "licence": "test graph",
-            "source": "tests/face_onnx",
-            "contract": {"runtime": "onnxruntime", "kind": kind, "output": "test"},
-        }
-        for name, file, kind in models
-    ]
-    (root / "manifest.json").write_text(json.dumps({"models": entries}), encoding="utf-8")
+    write_manifest(
+        root,
+        [
+            file_entry(root, name, file, kind=kind, licence="test graph", source="tests/face_onnx")
+            for name, file, kind in models
+        ],
+    )
     return root
 
 

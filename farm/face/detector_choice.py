@@ -23,6 +23,7 @@ from farm.devices import WorkerResources
 from farm.errors import StageNotBuilt
 from farm.face.detectors import FaceDetector
 from farm.face.dlib_stack import HOG_ITSELF, DlibFaceStack, DlibHogDetector, HogBoxRelation
+from farm.face.onnx.runtime import ProviderPreference
 from farm.face.settings import FaceSettings
 from farm.face.yunet import HOG_BOX_FROM_YUNET, YuNetDetector
 from farm.models import ModelManifest
@@ -32,7 +33,11 @@ SCRFD_MODEL = "scrfd_10g"
 
 
 def build_detector(
-    settings: FaceSettings, manifest: ModelManifest, resources: WorkerResources
+    settings: FaceSettings,
+    manifest: ModelManifest,
+    resources: WorkerResources,
+    *,
+    preference: ProviderPreference = "auto",
 ) -> FaceDetector:
     """The detector ``settings.detector`` asks for, loaded (or reused) through ``resources``.
 
@@ -47,7 +52,7 @@ def build_detector(
         stack = dlib_stack(manifest, resources)
         return resources.models.get(("dlib-hog-detector", manifest), lambda: DlibHogDetector(stack))
     if choice == "scrfd":
-        return _scrfd(manifest, resources)
+        return _scrfd(manifest, resources, preference)
     raise StageNotBuilt(f"face detector {choice!r} is not built; use 'yunet' or 'dlib-hog'")
 
 
@@ -66,7 +71,9 @@ def dlib_stack(manifest: ModelManifest, resources: WorkerResources) -> DlibFaceS
     return resources.models.get(("dlib-face-stack", manifest), lambda: DlibFaceStack(manifest))
 
 
-def _scrfd(manifest: ModelManifest, resources: WorkerResources) -> FaceDetector:
+def _scrfd(
+    manifest: ModelManifest, resources: WorkerResources, preference: ProviderPreference
+) -> FaceDetector:
     """SCRFD from the models directory, once both its backend and its manifest entry exist."""
     names = {m.name for m in manifest.models}
     if importlib.util.find_spec("farm.face.onnx.scrfd") is None or SCRFD_MODEL not in names:
@@ -79,7 +86,7 @@ def _scrfd(manifest: ModelManifest, resources: WorkerResources) -> FaceDetector:
 
     path = manifest.verified_path(SCRFD_MODEL)
     detector: FaceDetector = resources.models.get(
-        ("scrfd-detector", manifest),
-        lambda: ScrfdDetector(path, SessionFactory(resources=resources)),
+        ("scrfd-detector", manifest, preference),
+        lambda: ScrfdDetector(path, SessionFactory(preference, resources)),
     )
     return detector

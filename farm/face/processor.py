@@ -23,6 +23,7 @@ from farm.face.catalogue import full_face_manifest
 from farm.face.detector_choice import build_detector, dlib_stack, hog_box_relation
 from farm.face.dlib_stack import DlibFaceStack, descriptor_distance
 from farm.face.identity import IdentityPack, analyse_source_face, load_identity, read_image
+from farm.face.onnx.runtime import ProviderPreference, provider_preference
 from farm.face.settings import FaceSettings
 from farm.face.swap import ClassicSwapper
 from farm.face.timing import StageTimer
@@ -53,6 +54,8 @@ class FaceSwapProcessor:
         pack: IdentityPack,
         manifest: ModelManifest,
         resources: WorkerResources | None = None,
+        *,
+        preference: ProviderPreference = "auto",
     ) -> None:
         self.settings = settings
         self.pack = pack
@@ -60,7 +63,7 @@ class FaceSwapProcessor:
         resources = resources or WorkerResources()
         # dlib runs on the CPU whatever device the worker has; the models load once per worker.
         self._stack = dlib_stack(manifest, resources)
-        self.detector = build_detector(settings, manifest, resources)
+        self.detector = build_detector(settings, manifest, resources, preference=preference)
         self._reference: np.ndarray | None = None
         if settings.faces == "reference":
             if settings.reference is None:
@@ -189,7 +192,12 @@ def build_face_swap_processor(
     settings = spec.face
     if settings is None:
         raise SpecError("the classic-swap processor needs face settings (--identity DIR)")
-    return build_from_settings(settings, models_dir=spec.models_dir, resources=resources)
+    return build_from_settings(
+        settings,
+        models_dir=spec.models_dir,
+        resources=resources,
+        preference=provider_preference(spec.cluster.device),
+    )
 
 
 def build_from_settings(
@@ -197,10 +205,15 @@ def build_from_settings(
     *,
     models_dir: Path | None = None,
     resources: WorkerResources | None = None,
+    preference: ProviderPreference = "auto",
 ) -> FaceSwapProcessor:
     """Like `build_face_swap_processor`, from the face settings alone (tests, benchmarks)."""
     return FaceSwapProcessor(
-        settings, load_identity(settings.identity), full_face_manifest(models_dir), resources
+        settings,
+        load_identity(settings.identity),
+        full_face_manifest(models_dir),
+        resources,
+        preference=preference,
     )
 
 

@@ -86,14 +86,15 @@ class NeuralFaceRenderer:
         if len(frames) != len(faces):
             raise ValueError(f"{len(frames)} frames but {len(faces)} face lists")
         size, template = self.swapper.crop_size, self.swapper.template
+        crops: list[FaceCrop] = []
         with self.timer("align"):
-            crops = [
-                FaceCrop(i, matrix, warp_crop(frames[i], matrix, size, border="replicate"), pts)
-                for i, points in enumerate(faces)
-                for pts in points
-                if face_span(pts) >= MIN_FACE_PX
-                for matrix in (alignment_matrix(pts, template, size),)
-            ]
+            for i, points in enumerate(faces):
+                for pts in points:
+                    if face_span(pts) < MIN_FACE_PX:
+                        continue
+                    matrix = alignment_matrix(pts, template, size)
+                    crop = warp_crop(frames[i], matrix, size, border="replicate")
+                    crops.append(FaceCrop(i, matrix, crop, pts))
         out = list(frames)
         if not crops:
             return out

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from farm.devices import Device, WorkerResources
-from farm.errors import DeviceUnavailable, FarmError, ModelError
+from farm.errors import DeviceUnavailable, FarmError, ModelError, SpecError
 
 ProviderPreference = Literal["auto", "cpu", "cuda", "tensorrt"]
 
@@ -42,6 +42,19 @@ GPU_INSTALL_FIX = (
     "pip uninstall -y onnxruntime onnxruntime-gpu && pip install --no-deps onnxruntime-gpu "
     "(or `make setup-gpu`)"
 )
+
+
+def provider_preference(device: str) -> ProviderPreference:
+    """The job's ``--device`` (`farm.spec.DeviceChoice`) as a provider preference."""
+    choices: dict[str, ProviderPreference] = {
+        "auto": "auto",
+        "cpu": "cpu",
+        "cuda": "cuda",
+        "tensorrt": "tensorrt",
+    }
+    if device not in choices:
+        raise SpecError(f"unknown device {device!r}; use auto, cpu, cuda or tensorrt")
+    return choices[device]
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,8 @@ def test_a_swap_moves_the_face_towards_the_identity_and_a_passthrough_does_not(
     assert swap.mean_to_identity is not None and kept.mean_to_identity is not None
     assert swap.mean_to_identity > kept.mean_to_identity + 0.15
     assert swap.mean_to_original is not None and swap.mean_to_original < kept.mean_to_original
+    # The goal for the pip-only default, by the judge the swap never uses.
+    assert swap.closer_to_identity is not None and swap.closer_to_identity >= 0.5
 
 
 def test_coverage_counts_the_changed_faces_per_shot(

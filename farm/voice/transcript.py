@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pysubs2
 
-from farm.errors import SpecError
+from farm.errors import MediaError, SpecError
 
 SUBTITLE_FORMATS = {".srt": "srt", ".vtt": "vtt", ".ass": "ass", ".ssa": "ssa"}
 PLAIN_SUFFIXES = (".txt", ".text", ".lab")
@@ -138,3 +140,37 @@ def align_text(lines: tuple[str, ...], durations: list[int]) -> list[str]:
         out[k].append(word)
         pos += len(word) + 1
     return [" ".join(ws) for ws in out]
+
+
+class TimedText(Protocol):
+    """Anything with start/end seconds and text (an `farm.voice.asr.AsrSegment`)."""
+
+    @property
+    def start(self) -> float: ...
+
+    @property
+    def end(self) -> float: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+def write_srt(cues: Sequence[TimedText | tuple[float, float, str]], path: Path) -> Path:
+    """Write timed text (seconds) as an SRT file with pysubs2; empty texts are skipped."""
+    subs = pysubs2.SSAFile()
+    for cue in cues:
+        start, end, text = cue if isinstance(cue, tuple) else (cue.start, cue.end, cue.text)
+        line = " ".join(str(text).split())
+        if not line:
+            continue
+        start_ms = max(0, round(float(start) * 1000))
+        end_ms = max(start_ms + 1, round(float(end) * 1000))
+        subs.append(pysubs2.SSAEvent(start=start_ms, end=end_ms, text=line))
+    subs.sort()
+    try:
+        path.write_text(subs.to_string("srt"), encoding="utf-8")
+    except OSError as exc:
+        raise MediaError(
+            f"cannot write subtitles {path}: {exc.strerror or exc}; check the folder is writable"
+        ) from exc
+    return path

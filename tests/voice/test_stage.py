@@ -165,13 +165,14 @@ def test_plain_text_is_spread_over_the_slices_without_losing_words(tmp_path: Pat
 def test_tts_without_text_or_asr_is_a_clear_error() -> None:
     audio, rate = load_mono("audio/grid_bbaf2n.wav")
     with pytest.raises(SpecError, match="needs the sentences' text"):
-        plan_voice(audio[:, None], rate, VoiceSettings(mode="tts"), None, audio.size)
+        settings = VoiceSettings(mode="tts", asr=AsrSettings(backend="none"))
+        plan_voice(audio[:, None], rate, settings, None, audio.size)
 
 
 def test_asr_backend_explains_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"lacks model\.bin, config\.json"):
         create_transcriber(AsrSettings(backend="faster-whisper", model_dir=tmp_path))
-    assert create_transcriber(AsrSettings()) is None
+    assert create_transcriber(AsrSettings(backend="none")) is None
     with pytest.raises(ModelError, match="does not exist"):
         check_model_dir(tmp_path / "nope")
     with pytest.raises(ModelError, match=r"lacks model\.bin, config\.json"):
@@ -192,17 +193,20 @@ def test_espeak_command_is_built_and_a_missing_binary_is_named(tmp_path: Path) -
         str(tmp_path / "o.wav"),
         "--stdin",
     ]
-    cfg = VoiceSettings(mode="tts", espeak=EspeakSettings(binary="espeak-ng-not-installed"))
+    cfg = VoiceSettings(
+        mode="tts", espeak=EspeakSettings(engine="binary", binary="espeak-ng-not-installed")
+    )
     with pytest.raises(ModelError, match="'espeak-ng-not-installed' binary, which is not on PATH"):
         create_synth("espeak", cfg, REFS)
+    binary_only = VoiceSettings(mode="tts", espeak=EspeakSettings(engine="binary"))
     with pytest.raises(ModelError, match="'espeak-ng' binary"):  # not installed on this machine
-        create_synth("espeak", VoiceSettings(mode="tts"), REFS)
+        create_synth("espeak", binary_only, REFS)
 
 
 def test_registry_lists_backends_and_rejects_unknown_names() -> None:
-    assert set(SYNTH_BACKENDS) == {"vc", "gpt-sovits", "espeak"}
-    with pytest.raises(SpecError, match="available: espeak, gpt-sovits, vc"):
-        create_synth("rvc", VC, REFS)
+    assert set(SYNTH_BACKENDS) == {"vc", "rvc", "gpt-sovits", "espeak"}
+    with pytest.raises(SpecError, match="available: espeak, gpt-sovits, rvc, vc"):
+        create_synth("so-vits-svc", VC, REFS)
     with pytest.raises(TypeError):
         SYNTH_BACKENDS["x"] = SYNTH_BACKENDS["vc"]  # type: ignore[index]
 

@@ -75,6 +75,22 @@ class VoicePlan:
         return self.sentence_source(sentence) / np.float32(self.gain)
 
 
+SpeakerLabel = Literal["swapped", "other", "unseen"]
+
+
+@dataclass(frozen=True)
+class SentenceSpeaker:
+    """Who said one sentence, and the evidence."""
+
+    index: int
+    speaker: SpeakerLabel
+    swapped_motion: float
+    """Largest mouth-opening standard deviation among the swapped person's tracks (0: unseen)."""
+    other_motion: float
+    """Largest among everyone else's tracks (0: nobody else seen)."""
+    frames: int
+
+
 @dataclass(frozen=True, slots=True)
 class VoiceProfile:
     """Speaker statistics used by the `vc` conversion (WORLD analysis at `sample_rate`)."""
@@ -85,6 +101,9 @@ class VoiceProfile:
     spectral_centroid_hz: float
     voiced_seconds: float
     sample_rate: int
+    log_envelope: tuple[float, ...] = ()
+    """Mean natural-log WORLD envelope of the voiced frames, one value per frequency bin
+    (the long-term timbre the `vc` conversion maps toward); empty when not measured."""
 
     @property
     def median_f0_hz(self) -> float:
@@ -167,6 +186,10 @@ class VoiceReport:
     skipped: bool = False
     clipped_samples: int = 0
     timings_s: dict[str, float] = field(default_factory=dict)
+    revoice: str = "all"
+    """Whose sentences were re-voiced: ``all``, or ``swapped`` (only the swapped person's)."""
+    speakers: tuple[SentenceSpeaker, ...] = ()
+    """With ``revoice='swapped'``: who said each sentence; the others kept their audio."""
 
     @property
     def out_of_band(self) -> tuple[SentenceReport, ...]:

@@ -10,7 +10,14 @@ then resynthesised with
   median of log-F0 by default (``VcSettings.f0_location``; ``mean`` is the textbook choice, but
   speech log-F0 is skewed, and the median lands the converted median F0 on the reference's), and
 * the spectral envelope warped along the frequency axis by ``α = centroid_ref / centroid_src``
-  (clamped to ``1/max_formant_warp .. max_formant_warp``), a crude formant shift.
+  (clamped to ``1/max_formant_warp .. max_formant_warp``), a crude formant shift, and then
+* the long-term timbre mapped (``VcSettings.envelope_mapping``): the difference between the
+  reference's mean voiced log-envelope and the (warped) source's, smoothed over mel bands so that
+  it carries the vocal tract and voice quality rather than any one harmonic, centred (loudness is
+  matched later) and clamped to ``±max_envelope_gain_db``, is added to every voiced frame's
+  envelope.
+  This is long-term spectrum equalisation learned from the reference audio; per-phone mapping
+  needs a trained model (the `rvc` backend).
 
 Timing, voicing and prosody shape come from the original sentence unchanged, so the output has
 exactly the input's length. It changes the pitch range and the vocal-tract brightness toward the
@@ -75,6 +82,53 @@ def spectral_centroid_hz(sp: np.ndarray, voiced: np.ndarray, sample_rate: int) -
     return float((freqs[band] * weight).sum() / max(weight.sum(), 1e-20))
 
 
+def mean_log_envelope(sp: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+    """Mean natural-log envelope of the voiced frames (all frames when too few are voiced)."""
+    frames = sp[voiced] if int(voiced.sum()) >= _MIN_VOICED_FRAMES else sp
+    return np.log(np.maximum(frames, 1e-16)).mean(axis=0)
+
+
+def mel_bands(bins: int, sample_rate: int, n_bands: int) -> np.ndarray:
+    """Triangular mel filters (n_bands, bins) over 50 Hz .. Nyquist; rows sum to > 0."""
+    freqs = np.arange(bins) * (sample_rate / 2) / (bins - 1)
+    mel = 1127.0 * np.log1p(freqs / 700.0)
+    edges = np.linspace(1127.0 * math.log1p(50.0 / 700.0), mel[-1], n_bands + 2)
+    rise = (mel[None, :] - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None])
+    fall = (edges[2:, None] - mel[None, :]) / (edges[2:, None] - edges[1:-1, None])
+    weights = np.maximum(0.0, np.minimum(rise, fall))
+    # A band narrower than one bin still gets its nearest bin, so no row is empty.
+    centres = np.abs(mel[None, :] - edges[1:-1, None]).argmin(axis=1)
+    weights[np.arange(n_bands), centres] = np.maximum(weights[np.arange(n_bands), centres], 1.0)
+    return weights
+
+
+def envelope_correction(
+    source_log_env: np.ndarray,
+    target_log_env: np.ndarray,
+    alpha: float,
+    sample_rate: int,
+    vc: VcSettings,
+) -> np.ndarray | None:
+    """Per-bin log-gain taking the warped source's long-term envelope to the target's.
+
+    None when the two envelopes were measured with different analysis sizes.
+    """
+    if source_log_env.shape != target_log_env.shape or source_log_env.size < 8:
+        return None
+    warped = source_log_env
+    if abs(alpha - 1.0) > 1e-3:
+        warped = np.log(_warp_envelope(np.exp(source_log_env)[None, :], alpha))[0]
+    diff = target_log_env - warped
+    bins = diff.shape[0]
+    bands = mel_bands(bins, sample_rate, vc.envelope_bands)
+    band_diff = (bands @ diff) / bands.sum(axis=1)
+    band_diff -= band_diff.mean()  # timbre only: the level is matched after synthesis
+    centres = (bands * np.arange(bins)[None, :]).sum(axis=1) / bands.sum(axis=1)
+    smooth = np.interp(np.arange(bins), centres, band_diff)
+    limit = vc.max_envelope_gain_db / (10.0 / math.log(10.0))  # dB of power → natural log
+    return np.clip(smooth, -limit, limit)
+
+
 def robust_log_f0(f0: np.ndarray) -> np.ndarray:
     """Log-F0 of the voiced frames, without octave errors (frames beyond 3 robust σ dropped)."""
     log_f0 = np.log(f0[f0 > 0])
@@ -97,6 +151,7 @@ def profile_from_features(feats: WorldFeatures, frame_period_ms: float) -> Voice
         spectral_centroid_hz=spectral_centroid_hz(feats.sp, voiced, feats.sample_rate),
         voiced_seconds=float(voiced.sum() * frame_period_ms / 1000.0),
         sample_rate=feats.sample_rate,
+        log_envelope=tuple(float(v) for v in mean_log_envelope(feats.sp, voiced)),
     )
 
 
@@ -196,11 +251,25 @@ def convert(
         log_f0 = (np.log(f0[voiced]) - src_loc) * ratio + tgt_loc
         f0[voiced] = np.exp(np.clip(log_f0, math.log(vc.f0_floor_hz), math.log(vc.f0_ceil_hz)))
     sp = feats.sp
+    alpha = 1.0
     if src.spectral_centroid_hz > 0 and target.spectral_centroid_hz > 0:
         alpha = target.spectral_centroid_hz / src.spectral_centroid_hz
         alpha = min(max(alpha, 1 / vc.max_formant_warp), vc.max_formant_warp)
         if abs(alpha - 1.0) > 1e-3:
             sp = _warp_envelope(sp, alpha)
+    if vc.envelope_mapping and src.log_envelope and target.log_envelope:
+        gain = envelope_correction(
+            np.asarray(src.log_envelope),
+            np.asarray(target.log_envelope),
+            alpha,
+            feats.sample_rate,
+            vc,
+        )
+        if gain is not None and gain.shape[0] == sp.shape[1]:
+            # Learned from voiced frames, so applied to them only: fricatives and pauses keep
+            # their own spectra (and the energy edges of each sentence stay where they were).
+            sp = sp.copy()
+            sp[voiced] *= np.exp(gain)[None, :]
     y = pw.synthesize(
         np.ascontiguousarray(f0),
         sp,

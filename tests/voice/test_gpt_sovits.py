@@ -122,7 +122,7 @@ def test_persistent_server_errors_fail_retryably_after_the_retries(
 ) -> None:
     cfg = _settings(server.url, tmp_path, retries=1)
     server.behaviour.fail_next = 5
-    with pytest.raises(GptSovitsUnavailable, match=r"after 2 tries \(HTTP 500") as err:
+    with pytest.raises(GptSovitsUnavailable, match=r"after 2 tries \(http://.*HTTP 500") as err:
         synthesize_sentence(_sentence(), np.zeros(10, np.float32), OUTPUT_RATE, refs, cfg, 5)
     assert err.value.retryable and len(server.behaviour.requests) == 2
 
@@ -143,14 +143,32 @@ def test_a_reference_outside_3_to_10_s_is_rejected_by_the_server(
     """Bypass our reference selection to see the server's own 3–10 s check come back clearly."""
     short = ReferenceClip(path=media_path("audio/grid_bbaf2n.wav"), text="", seconds=2.98)
     body = build_tts_request("hello", "en", short, GptSovitsSettings(), 1)
-    from farm.voice.synth.gpt_sovits import GptSovitsClient
+    from farm.voice.synth.gpt_sovits_pool import GptSovitsPool
 
-    client = GptSovitsClient(GptSovitsSettings(url=server.url, backoff_s=0.0))
+    pool = GptSovitsPool(GptSovitsSettings(url=server.url, backoff_s=0.0))
     try:
         with pytest.raises(GptSovitsRejected, match="3~10"):
-            client.tts(body, 0)
+            pool.tts(body, 0)
     finally:
-        client.close()
+        pool.close()
+
+
+def test_the_prompt_text_is_the_references_transcript_or_reference_free_is_asked_for(
+    server: FakeServer, refs: list[Path], tmp_path: Path
+) -> None:
+    lone = tmp_path / "lone.wav"
+    shutil.copy(media_path("audio/ljspeech_LJ001-0001.wav"), lone)
+    cfg = _settings(server.url, tmp_path)
+    with pytest.raises(SpecError, match=r"lone\.wav has no transcript.*reference_free"):
+        synthesize_sentence(_sentence(), np.zeros(10, np.float32), OUTPUT_RATE, [lone], cfg, 1)
+    assert server.behaviour.calls == []
+    free = _settings(server.url, tmp_path, reference_free=True)
+    synthesize_sentence(_sentence(), np.zeros(10, np.float32), OUTPUT_RATE, [lone], free, 1)
+    assert server.behaviour.requests[-1]["prompt_text"] == ""
+    lone.with_suffix(".lab").write_text("Printing,  in the only\nsense", encoding="utf-8")
+    synthesize_sentence(_sentence(), np.zeros(10, np.float32), OUTPUT_RATE, [lone], cfg, 1)
+    assert server.behaviour.requests[-1]["prompt_text"] == "Printing, in the only sense"
+    assert server.behaviour.requests[-1]["ref_audio_path"] == str(lone)
 
 
 def test_unreachable_server_names_the_url_and_how_to_start_it(

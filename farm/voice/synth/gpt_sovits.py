@@ -1,51 +1,41 @@
-"""The `gpt-sovits` backend: an httpx client for a GPT-SoVITS ``api_v2.py`` server.
+"""The `gpt-sovits` backend: sentences through a pool of GPT-SoVITS ``api_v2.py`` servers.
 
 Contract (dubbing.md §1): ``POST {url}/tts`` with a JSON `TTS_Request`; 200 returns the audio bytes
 (``media_type=wav``: mono int16 WAV); 400 returns ``{"message": ..., "Exception": ...}``.
-``ref_audio_path`` is a path on the *server's* file system and must hold 3–10 s of audio.
+``ref_audio_path`` is a path on the *server's* file system and must hold 3–10 s of audio, and
+``prompt_text`` must be what that reference says (its transcript sidecar).
 
 Requests are built for sentence-level dubbing: ``text_split_method=cut0`` (no split) and a small
 ``fragment_interval`` (the server appends it after every fragment, the last one included), no
-streaming, and a seed derived from the job and the sentence so a retry reproduces the take.
-Network errors and 5xx answers are retried with exponential back-off; a 400 is not (the same
-request would be rejected again).
+streaming, and the sentence's seed (derived from the job and the sentence) so a retry, on any
+server of the pool, reproduces the take. Routing, health checks, the identity's fine-tuned weights
+and retries live in `farm.voice.synth.gpt_sovits_pool`.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
 import numpy as np
-import soundfile as sf
 
-from farm.errors import MediaError, ShardFailed, SpecError
+from farm.devices import WorkerResources
+from farm.errors import SpecError
 from farm.voice.references import ReferenceClip, choose_reference
 from farm.voice.settings import GptSovitsSettings, VoiceSettings
-from farm.voice.signal import speech_mixdown
 from farm.voice.synth import SynthRequest
+from farm.voice.synth.gpt_sovits_pool import (
+    GptSovitsPool,
+    GptSovitsRejected,
+    GptSovitsUnavailable,
+    ServerRegistry,
+    decode_wav,
+)
 
-logger = logging.getLogger(__name__)
-
-
-class GptSovitsRejected(ShardFailed):
-    """The server answered 400: the request itself is wrong (language, reference, text)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=False)
-
-
-class GptSovitsUnavailable(ShardFailed):
-    """The server could not be reached or kept failing (5xx); worth retrying later."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=True)
+_REGISTRY_KEY = ("gpt-sovits", "server-registry")
+"""Where a worker keeps its `ServerRegistry` in `WorkerResources.models` (one per worker)."""
 
 
 def build_tts_request(
@@ -73,94 +63,14 @@ def build_tts_request(
     }
 
 
-def _error_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
-        return response.text[:200].strip() or f"HTTP {response.status_code}"
-    if isinstance(body, dict):
-        message = str(body.get("message", "")).strip()
-        detail = str(body.get("Exception", "")).strip()
-        return f"{message}: {detail}" if message and detail else message or detail or str(body)
-    return str(body)[:200]
-
-
-def decode_wav(content: bytes, where: str) -> tuple[np.ndarray, int]:
-    """A WAV body as mono float32 plus its rate; MediaError if it is not audio."""
-    try:
-        data, rate = sf.read(io.BytesIO(content), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError, ValueError) as exc:
-        raise MediaError(
-            f"{where}: the answer is not a WAV ({len(content)} bytes: {exc}); is media_type=wav "
-            "supported by this server?"
-        ) from None
-    if data.shape[0] == 0:
-        raise MediaError(f"{where}: the server returned an empty WAV")
-    return speech_mixdown(data), int(rate)
-
-
-class GptSovitsClient:
-    """Posts sentences to one api_v2 server with timeouts and retries."""
-
-    def __init__(self, settings: GptSovitsSettings, client: httpx.Client | None = None) -> None:
-        self.settings = settings
-        self.url = settings.url.rstrip("/") + "/tts"
-        timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
-        self._client = client or httpx.Client(timeout=timeout)
-        self._owns_client = client is None
-
-    def tts(self, body: dict[str, Any], sentence: int) -> tuple[np.ndarray, int]:
-        """Synthesize one request; raises GptSovitsRejected or GptSovitsUnavailable on failure."""
-        attempts = self.settings.retries + 1
-        last = ""
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
-            try:
-                response = self._client.post(self.url, json=body)
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                logger.warning(
-                    "GPT-SoVITS %s unreachable for sentence %d (try %d/%d): %s",
-                    self.url,
-                    sentence,
-                    attempt + 1,
-                    attempts,
-                    last,
-                )
-                continue
-            if response.status_code == 200:
-                return decode_wav(response.content, f"GPT-SoVITS {self.url} sentence {sentence}")
-            if 400 <= response.status_code < 500:
-                raise GptSovitsRejected(
-                    f"GPT-SoVITS {self.url} rejected sentence {sentence} "
-                    f"(HTTP {response.status_code}): {_error_text(response)}; check text_lang "
-                    f"{body.get('text_lang')!r}, the reference {body.get('ref_audio_path')} "
-                    "(3–10 s, "
-                    "readable by the server) and the loaded model version"
-                )
-            last = f"HTTP {response.status_code}: {_error_text(response)}"
-            logger.warning(
-                "GPT-SoVITS %s failed sentence %d (try %d/%d): %s",
-                self.url,
-                sentence,
-                attempt + 1,
-                attempts,
-                last,
-            )
-        raise GptSovitsUnavailable(
-            f"GPT-SoVITS server at {self.settings.url} failed sentence {sentence} after {attempts} "
-            f"tries ({last}); start it with `python api_v2.py -a 127.0.0.1 -p 9880` or fix "
-            "voice.gpt_sovits.url"
-        )
-
-    def close(self) -> None:
-        if self._owns_client:
-            self._client.close()
-
-
 class GptSovitsSynth:
-    """Sentence text → speech in the identity's voice, through a GPT-SoVITS api_v2 server."""
+    """Sentence text → speech in the identity's voice, through a pool of api_v2 servers.
+
+    Keeps the pool's state (server health, weights loaded) across `synthesize` calls: reuse one
+    instance for many sentences. With `resources`, that state is the worker's (shared by every
+    synth built with the same resources); without, it is this instance's, still correct but a new
+    instance health-checks and loads weights again.
+    """
 
     name: ClassVar[str] = "gpt-sovits"
     keeps_timing: ClassVar[bool] = False
@@ -170,10 +80,22 @@ class GptSovitsSynth:
         settings: VoiceSettings,
         voice_refs: Sequence[Path],
         client: httpx.Client | None = None,
+        *,
+        resources: WorkerResources | None = None,
+        pool: GptSovitsPool | None = None,
     ) -> None:
         self._settings = settings
         self.reference = choose_reference(voice_refs, settings)
-        self._client = GptSovitsClient(settings.gpt_sovits, client)
+        if not self.reference.text and not settings.gpt_sovits.reference_free:
+            raise SpecError(_no_transcript(self.reference))
+        if pool is None:
+            registry = (
+                resources.models.get(_REGISTRY_KEY, ServerRegistry)
+                if resources is not None
+                else None
+            )
+            pool = GptSovitsPool(settings.gpt_sovits, client, registry=registry)
+        self.pool = pool
 
     def synthesize(self, request: SynthRequest) -> tuple[np.ndarray, int]:
         text = (request.text or "").strip()
@@ -185,7 +107,31 @@ class GptSovitsSynth:
         body = build_tts_request(
             text, request.language, self.reference, self._settings.gpt_sovits, request.seed
         )
-        return self._client.tts(body, request.index)
+        return self.pool.tts(body, request.index)
 
     def close(self) -> None:
-        self._client.close()
+        self.pool.close()
+
+
+def _no_transcript(reference: ReferenceClip) -> str:
+    if reference.derived:
+        how = (
+            f"the reference {reference.path.name} was cut or merged from the voice clips and has "
+            "no transcript (a cut loses it; a merge keeps it only when every clip has one)"
+        )
+    else:
+        how = f"the reference {reference.path} has no transcript"
+    return (
+        f"{how}; GPT-SoVITS's prompt_text must be what the reference says: give a 3–10 s clip "
+        "its transcript in a .txt (or .lab) file of the same name beside it, or set "
+        "voice.gpt_sovits.reference_free=true (v2 models only, less alike)"
+    )
+
+
+__all__ = [
+    "GptSovitsRejected",
+    "GptSovitsSynth",
+    "GptSovitsUnavailable",
+    "build_tts_request",
+    "decode_wav",
+]

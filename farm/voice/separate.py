@@ -2,8 +2,8 @@
 
 ``none`` (the default) separates nothing: the whole mix is the voice track and there is no
 background to mix back in. ``stems`` reads a user-supplied background (music and effects) file and
-takes the voice as the mix minus that background. Model backends (UVR5/MDX-Net/Demucs with
-user-supplied weights) can follow behind the same protocol.
+takes the voice as the mix minus that background. ``mdx`` runs a UVR MDX-Net ONNX model the
+user supplies (`farm.voice.mdx`, settings ``voice.mdx``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 import soundfile as sf
 
+from farm.devices import WorkerResources
 from farm.errors import MediaError, SpecError
 from farm.voice.settings import VoiceSettings
 from farm.voice.signal import as_2d, fit_length_2d
@@ -76,12 +77,18 @@ class StemSeparator:
         return Separation(voice=mix - background, background=background)
 
 
-def create_separator(settings: VoiceSettings) -> Separator:
-    """The separator named by ``settings.separator``."""
+def create_separator(
+    settings: VoiceSettings, resources: WorkerResources | None = None
+) -> Separator:
+    """The separator named by ``settings.separator`` (model ones run on ``resources``)."""
     if settings.separator == "none":
         return NoSeparator()
     if settings.separator == "stems":
         if settings.background_stem is None:
             raise SpecError("separator 'stems' needs voice.background_stem")
         return StemSeparator(settings.background_stem)
-    raise SpecError(f"unknown separator {settings.separator!r}; available: none, stems")
+    if settings.separator == "mdx":
+        from farm.voice.mdx import MdxSeparator
+
+        return MdxSeparator(settings.mdx, resources)
+    raise SpecError(f"unknown separator {settings.separator!r}; available: none, stems, mdx")

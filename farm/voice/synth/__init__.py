@@ -4,6 +4,7 @@
 name                  what it does
 ====================  ==========================================================================
 ``vc``                WORLD DSP conversion of the original sentence (no text, nothing to download)
+``rvc``               RVC v2 voice conversion (ONNX) with the identity's own model (user weights)
 ``gpt-sovits``        text to speech through a GPT-SoVITS ``api_v2`` server (HTTP)
 ``espeak``            espeak-ng text to speech, then the ``vc`` conversion (offline fallback)
 ====================  ==========================================================================
@@ -78,6 +79,17 @@ def _make_vc(
     return VcSynth(settings, refs, target)
 
 
+def _make_rvc(
+    settings: VoiceSettings,
+    refs: Sequence[Path],
+    target: VoiceProfile | None,
+    resources: WorkerResources,
+) -> VoiceSynth:
+    from farm.voice.synth.rvc import RvcSynth
+
+    return RvcSynth(settings, refs, target, resources)
+
+
 def _make_gpt_sovits(
     settings: VoiceSettings,
     refs: Sequence[Path],
@@ -86,7 +98,7 @@ def _make_gpt_sovits(
 ) -> VoiceSynth:
     from farm.voice.synth.gpt_sovits import GptSovitsSynth
 
-    return GptSovitsSynth(settings, refs)
+    return GptSovitsSynth(settings, refs, resources=resources)
 
 
 def _make_espeak(
@@ -101,7 +113,7 @@ def _make_espeak(
 
 
 SYNTH_BACKENDS: Mapping[str, SynthFactory] = MappingProxyType(
-    {"vc": _make_vc, "gpt-sovits": _make_gpt_sovits, "espeak": _make_espeak}
+    {"vc": _make_vc, "rvc": _make_rvc, "gpt-sovits": _make_gpt_sovits, "espeak": _make_espeak}
 )
 """Read-only registry: backend name → factory(settings, voice_refs, target, resources)."""
 
@@ -121,9 +133,14 @@ def create_synth(
     return factory(settings, voice_refs, target, resources or WorkerResources())
 
 
+def converts_speech(name: str) -> bool:
+    """Whether the backend converts the original speech (needs no text; keeps its timing)."""
+    return name in ("vc", "rvc")
+
+
 def needs_target_profile(name: str) -> bool:
     """Whether the backend converts toward the identity's `VoiceProfile` (worth computing once)."""
-    return name in ("vc", "espeak")
+    return name in ("vc", "rvc", "espeak")
 
 
 __all__ = [
@@ -131,6 +148,7 @@ __all__ = [
     "SynthFactory",
     "SynthRequest",
     "VoiceSynth",
+    "converts_speech",
     "create_synth",
     "needs_target_profile",
 ]

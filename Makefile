@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: $(STAMP) lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 demo: $(STAMP)
 	$(PY) -m bench.demo --media $(SHARED)/media --out $(DEMO_OUT)

@@ -53,6 +53,14 @@ RUN_FLAGS = {
     "video.min_shard_s": "--min-shard-seconds",
     "voice.mode": "--voice",
     "voice.tts_backend": "--tts-backend",
+    "voice.revoice": "--revoice",
+    "voice.separator": "--separator",
+    "voice.rvc": "--rvc-model",
+    "voice.rvc.generator": "--rvc-model",
+    "voice.rvc.generator_sha256": "--rvc-model-sha256",
+    "voice.gpt_sovits.urls": "--gpt-sovits-url",
+    "voice.gpt_sovits.gpt_weights": "--gpt-weights",
+    "voice.gpt_sovits.sovits_weights": "--sovits-weights",
     "voice.transcript": "--transcript",
     "cluster.address": "--address",
     "cluster.device": "--device",
@@ -189,7 +197,34 @@ def run(
     preset: Annotated[str, typer.Option(help="x264/x265 preset")] = "veryfast",
     max_shard_seconds: Annotated[float, typer.Option(help="longest shard")] = 10.0,
     min_shard_seconds: Annotated[float, typer.Option(help="shortest scene kept apart")] = 0.6,
-    voice: Annotated[str, typer.Option(help="keep | vc | tts")] = "keep",
+    voice: Annotated[str, typer.Option(help="keep | vc | rvc | tts")] = "keep",
+    revoice: Annotated[
+        str,
+        typer.Option(
+            help="auto | all | swapped: re-voice only the swapped person's sentences (auto: "
+            "when --reference chooses whom to swap)"
+        ),
+    ] = "auto",
+    separator: Annotated[
+        str, typer.Option(help="none | mdx (UVR-MDX-NET ONNX in --models-dir): vocals first")
+    ] = "none",
+    rvc_model: Annotated[
+        str | None,
+        typer.Option(help="with --voice rvc: the identity's RVC v2 generator (.onnx path or name)"),
+    ] = None,
+    rvc_model_sha256: Annotated[
+        str | None, typer.Option(help="its sha256 (else from the models directory's manifest)")
+    ] = None,
+    gpt_sovits_url: Annotated[
+        list[str] | None,
+        typer.Option(help="GPT-SoVITS api_v2 server (repeat for a pool)"),
+    ] = None,
+    gpt_weights: Annotated[
+        str | None, typer.Option(help="the identity's fine-tuned GPT weights, as the server sees")
+    ] = None,
+    sovits_weights: Annotated[
+        str | None, typer.Option(help="the identity's fine-tuned SoVITS weights, likewise")
+    ] = None,
     tts_backend: Annotated[str, typer.Option(help="gpt-sovits | espeak (with --voice tts)")] = (
         "espeak"
     ),
@@ -248,7 +283,28 @@ def run(
             "max_shard_s": max_shard_seconds,
             "min_shard_s": min_shard_seconds,
         },
-        "voice": {"mode": voice, "tts_backend": tts_backend, "transcript": transcript},
+        "voice": {
+            "mode": voice,
+            "revoice": revoice,
+            "tts_backend": tts_backend,
+            "transcript": transcript,
+            "separator": separator,
+            "rvc": {
+                "generator": rvc_model,
+                "generator_sha256": rvc_model_sha256,
+                "models_dir": models_dir,
+            },
+            "mdx": {"models_dir": models_dir},
+            "gpt_sovits": {
+                key: value
+                for key, value in (
+                    ("urls", tuple(gpt_sovits_url or ())),
+                    ("gpt_weights", gpt_weights),
+                    ("sovits_weights", sovits_weights),
+                )
+                if value
+            },
+        },
         "cluster": {
             "address": address,
             "device": device,

@@ -30,6 +30,7 @@ from farm.face.timing import StageTimer
 from farm.face.tracking import FaceTracker, TrackedFace
 from farm.models import ModelManifest
 from farm.processing import Frame, ShardContext
+from farm.voice.speakers import ObservedFace
 
 if TYPE_CHECKING:
     from farm.spec import JobSpec
@@ -125,6 +126,28 @@ class FaceSwapProcessor:
             self._render(frame, faces) if faces else frame
             for frame, faces in zip(frames, chosen, strict=True)
         ]
+
+    def observe(
+        self, frames: Sequence[Frame], indices: Sequence[int]
+    ) -> list[list[ObservedFace]]:
+        """Every tracked face of each frame and whether the swap selects it (nothing drawn)."""
+        observed = []
+        for faces in self._tracker.track_batch(frames, indices):
+            chosen = {face.track.track_id for face in self._select(faces)}
+            observed.append(
+                [
+                    ObservedFace(f.track.track_id, f.track.track_id in chosen, f.landmarks)
+                    for f in faces
+                ]
+            )
+        return observed
+
+    def start_range(self, start: int, stop: int, fps: float) -> None:
+        """Forget the tracks: frames [start, stop) of one scene follow (`observe`)."""
+        self._tracker.fps = fps if fps > 0 else 25.0
+        self._tracker.reset()
+        self._context = None
+        self._chosen = None
 
     def close(self) -> None:
         """Forget the shard; the models stay loaded for the next shard until the object goes."""

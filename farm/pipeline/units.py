@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from farm.chaos import inject
 from farm.devices import WorkerResources
@@ -21,6 +22,9 @@ from farm.plan.shards import schedule_order
 from farm.processing import FrameProcessor, build_processors
 from farm.render import ShardResult, ShardTask, render_shard
 from farm.spec import JobSpec
+
+if TYPE_CHECKING:
+    from farm.voice.synth import VoiceSynth
 
 Unit = ShardTask | SentenceTask
 UnitResult = ShardResult | SentenceResult
@@ -45,6 +49,8 @@ class UnitWorker:
         """Recorded in each result (a node id under Ray; empty in-process)."""
         self._spec_key: str | None = None
         self._processors: list[FrameProcessor] = []
+        self._synth_key: tuple[object, ...] | None = None
+        self._synth: VoiceSynth | None = None
         self._units = 0
         self._builds = 0
 
@@ -57,6 +63,29 @@ class UnitWorker:
             self._spec_key = key
             self._builds += 1
         return self._processors
+
+    def _synth_for(self, task: SentenceTask) -> VoiceSynth | None:
+        """The voice backend for this sentence's job, kept while the job's voice stays the same
+        (a neural backend's sessions, a server pool's health and loaded weights)."""
+        from farm.voice.synth import create_synth
+
+        name = task.settings.backend_name()
+        if name == "keep":
+            return None
+        key = (name, task.settings.model_dump_json(), task.voice_refs, task.target)
+        if key != self._synth_key:
+            self._close_synth()
+            self._synth = create_synth(
+                name, task.settings, task.voice_refs, task.target, self.resources
+            )
+            self._synth_key = key
+        return self._synth
+
+    def _close_synth(self) -> None:
+        if self._synth is not None:
+            self._synth.close()
+        self._synth = None
+        self._synth_key = None
 
     def run(
         self,
@@ -77,7 +106,7 @@ class UnitWorker:
 
         check_stop()
         if isinstance(unit, SentenceTask):
-            voiced = run_sentence(unit, chaos=spec.chaos)
+            voiced = run_sentence(unit, chaos=spec.chaos, synth=self._synth_for(unit))
             self._units += 1
             return replace(voiced, worker=self.where)
         processors = self._processors_for(spec)
@@ -103,6 +132,7 @@ class UnitWorker:
             processor.close()
         self._processors = []
         self._spec_key = None
+        self._close_synth()
 
 
 def schedule_units(shards: Sequence[ShardTask], sentences: Sequence[SentenceTask]) -> list[Unit]:

@@ -18,10 +18,11 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,11 +30,22 @@ from farm.chaos import ChaosSettings, inject
 from farm.errors import MediaError
 from farm.face.identity import load_identity
 from farm.fsutil import commit_file
-from farm.media.audio import decode_audio, write_raw_pcm
+from farm.media.audio import as_2d, decode_audio, write_raw_pcm
 from farm.pipeline.plan import JobPlan
 from farm.plan.ledger import Ledger
-from farm.voice.model import FittedSentence, Sentence, SentenceReport, VoiceProfile, VoiceReport
+from farm.spec import JobSpec
+from farm.voice.model import (
+    FittedSentence,
+    Sentence,
+    SentenceReport,
+    SentenceSpeaker,
+    VoiceProfile,
+    VoiceReport,
+)
 from farm.voice.settings import VoiceSettings
+
+if TYPE_CHECKING:
+    from farm.voice.synth import VoiceSynth
 
 # The DSP modules (farm.voice.stage, farm.voice.fit) load SciPy, pedalboard and WORLD: imported
 # where a sentence is planned, voiced or assembled, so a job that keeps its audio never pays.
@@ -114,6 +126,10 @@ class VoiceUnits:
     timings: dict[str, float] = field(default_factory=dict)
     skipped: str | None = None
     """Why the stage does not run for this input (said in the report), or None."""
+    revoice: str = "all"
+    kept: tuple[tuple[int, Path], ...] = ()
+    """(start sample, raw f32le file) of original audio kept as it is: others' sentences."""
+    speakers: tuple[SentenceSpeaker, ...] = ()
 
 
 def sentence_path(work_dir: Path, index: int) -> Path:
@@ -135,6 +151,9 @@ def plan_voice_units(plan: JobPlan) -> VoiceUnits | None:
         )
     if spec.face is None:
         raise MediaError("re-voicing needs an identity pack with voice references")
+    speakers_of = None
+    if revoice_mode(spec) == "swapped" and plan.info.video is not None:
+        speakers_of = partial(_active_speakers, plan, audio.sample_rate)
     return voice_units_from_pcm(
         decode_audio(plan.info.path, audio),
         audio.sample_rate,
@@ -143,7 +162,40 @@ def plan_voice_units(plan: JobPlan) -> VoiceUnits | None:
         job_id=plan.job_id,
         work_dir=plan.work_dir,
         layout=audio.layout,
+        speakers_of=speakers_of,
     )
+
+
+def revoice_mode(spec: JobSpec) -> str:
+    """``swapped`` or ``all``: what ``voice.revoice`` means for this job's face selection."""
+    if spec.voice.revoice != "auto":
+        return spec.voice.revoice
+    return "swapped" if spec.face is not None and spec.face.faces == "reference" else "all"
+
+
+def _active_speakers(
+    plan: JobPlan, sample_rate: int, sentences: Sequence[Sentence]
+) -> list[SentenceSpeaker]:
+    """Who says each sentence, by the swap's own tracker and selection (`farm.voice.speakers`)."""
+    from farm.face.processor import build_from_settings
+    from farm.media.video_io import decode_range, frame_to_bgr
+    from farm.voice.speakers import sentence_speakers
+
+    video = plan.info.video
+    face = plan.spec.face
+    assert video is not None and face is not None  # plan_voice_units checked both
+    observer = build_from_settings(face, models_dir=plan.spec.models_dir)
+
+    def read_frames(start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
+        for index, frame in decode_range(plan.info.path, video.frame_pts, start, stop):
+            yield index, frame_to_bgr(frame, video.color)
+
+    try:
+        return sentence_speakers(
+            sentences, sample_rate, float(video.fps), video.frame_count, observer, read_frames
+        )
+    finally:
+        observer.close()
 
 
 def voice_units_from_pcm(
@@ -155,10 +207,13 @@ def voice_units_from_pcm(
     job_id: str,
     work_dir: Path,
     layout: str = "",
+    speakers_of: Callable[[Sequence[Sentence]], list[SentenceSpeaker]] | None = None,
 ) -> VoiceUnits:
     """Plan the voice units of a decoded track: float32 (samples, channels) at ``sample_rate``.
 
     The timeline is as long as ``pcm``: the source's audio stream, whatever the picture's length.
+    `speakers_of` (re-voice only the swapped person) says who says each sentence; sentences of
+    anybody else keep the original audio, sample for sample.
     """
     from farm.voice.stage import (
         decide_voice_stage,
@@ -173,8 +228,33 @@ def voice_units_from_pcm(
     if not decision.run:
         return VoiceUnits(sample_rate, channels, int(pcm.shape[0]), skipped=decision.reason)
     began = time.perf_counter()
-    voice_plan = plan_voice(pcm, sample_rate, settings, settings.transcript, pcm.shape[0])
+    plan_settings = settings
+    if speakers_of is not None:
+        # A turn between speakers is a pause, often shorter than the slicer's 4 s minimum clip:
+        # cut at every pause so that no sentence holds two people.
+        slicer = settings.slicer
+        shortest = max(slicer.min_interval_ms, slicer.min_sentence_ms)
+        plan_settings = settings.model_copy(
+            update={"slicer": slicer.model_copy(update={"min_length_ms": shortest})}
+        )
+    voice_plan = plan_voice(pcm, sample_rate, plan_settings, settings.transcript, pcm.shape[0])
     timings = {"plan": time.perf_counter() - began}
+    speakers: list[SentenceSpeaker] = []
+    kept: list[tuple[int, Path]] = []
+    revoiced = {s.index for s in voice_plan.sentences}
+    if speakers_of is not None:
+        began = time.perf_counter()
+        speakers = speakers_of(voice_plan.sentences)
+        timings["active_speaker"] = time.perf_counter() - began
+        revoiced = {s.index for s in speakers if s.speaker == "swapped"}
+        mix = as_2d(pcm)
+        for sentence in voice_plan.sentences:
+            if sentence.index in revoiced:
+                continue
+            path = work_dir / "voice" / f"kept-{sentence.index:05d}.f32"
+            original = mix[sentence.start_sample : sentence.slot_stop_sample]
+            write_raw_pcm(original, path, sample_rate, layout)
+            kept.append((sentence.start_sample, path))
     began = time.perf_counter()
     target = prepare_target(settings, voice_refs) if voice_plan.sentences else None
     timings["target"] = time.perf_counter() - began
@@ -182,6 +262,8 @@ def voice_units_from_pcm(
     job_seed = int(job_id[:8], 16)
     tasks: list[SentenceTask] = []
     for sentence in voice_plan.sentences:
+        if sentence.index not in revoiced:
+            continue
         if not voiceable(sentence, settings):
             warnings.append(
                 f"sentence {sentence.index} at "
@@ -215,6 +297,9 @@ def voice_units_from_pcm(
         background_path=background_path,
         warnings=tuple(warnings),
         timings=timings,
+        revoice="swapped" if speakers_of is not None else "all",
+        kept=tuple(kept),
+        speakers=tuple(speakers),
     )
 
 
@@ -222,8 +307,12 @@ def run_sentence(
     task: SentenceTask,
     *,
     chaos: ChaosSettings | None = None,
+    synth: VoiceSynth | None = None,
 ) -> SentenceResult:
-    """Voice one sentence and write its fitted samples to ``task.out_path``."""
+    """Voice one sentence and write its fitted samples to ``task.out_path``.
+
+    `synth` is the worker's backend for this job's voice (kept across its sentences).
+    """
     from farm.voice.fit import fit_sentence
     from farm.voice.stage import synthesize_sentence
 
@@ -238,6 +327,7 @@ def run_sentence(
         task.seed,
         target=task.target,
         source_profile=task.source_profile,
+        synth=synth,
     )
     fitted = fit_sentence(task.sentence, voiced, task.original, task.sample_rate, task.settings.fit)
     task.out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -296,6 +386,10 @@ def assemble_voice(
         background = np.fromfile(units.background_path, dtype="<f4").reshape(-1, units.channels)
     timings = dict(units.timings)
     timings["synthesize_and_fit"] = sum(r.seconds for r in results)
+    kept = [
+        (start, np.fromfile(path, dtype="<f4").reshape(-1, units.channels))
+        for start, path in units.kept
+    ]
     return finish_voice(
         [load_sentence(r) for r in results],
         settings,
@@ -305,6 +399,9 @@ def assemble_voice(
         background=background,
         warnings=units.warnings,
         timings=timings,
+        kept=kept,
+        revoice=units.revoice,
+        speakers=units.speakers,
     )
 
 
@@ -319,8 +416,6 @@ def voice_track_in_process(
 ) -> tuple[np.ndarray, VoiceReport]:
     """The voice stage alone on one decoded track, in this process, through the same units a job
     runs (plan, `run_sentence` for each, `assemble_voice`): for tests and benchmarks."""
-    from farm.media.audio import as_2d
-
     units = voice_units_from_pcm(
         as_2d(pcm), sample_rate, settings, tuple(voice_refs), job_id=job_id, work_dir=work_dir
     )

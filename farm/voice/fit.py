@@ -207,11 +207,14 @@ def assemble_timeline(
     background: np.ndarray | None,
     *,
     background_gain: float = 1.0,
+    kept: Sequence[tuple[int, np.ndarray]] = (),
 ) -> tuple[np.ndarray, list[SentenceReport]]:
     """One float32 (total_samples, channels) timeline: background plus every sentence at its start.
 
     A sentence reaching past ``total_samples`` is cut there (and reported); overlapping sentences
     add up. The result is clipped to [-1, 1] (a warning is logged when that changed samples).
+    `kept` are ranges of the original mix (start sample, (samples, channels)) that replace
+    the timeline there as they are: sentences somebody else says.
     """
     if total_samples < 0 or channels < 1 or sample_rate <= 0:
         raise ValueError(
@@ -225,6 +228,10 @@ def assemble_timeline(
         if bg.shape[1] != channels:
             raise ValueError(f"background has {bg.shape[1]} channels, the timeline {channels}")
         timeline = fit_length_2d(bg, total_samples) * np.float32(background_gain)
+    for start, original in kept:
+        stop = min(start + original.shape[0], total_samples)
+        if stop > start >= 0:
+            timeline[start:stop] = original[: stop - start]
     gains = voice_channel_gains(channels)
     reports: list[SentenceReport] = []
     for item in sorted(fitted, key=lambda f: f.start_sample):

@@ -31,6 +31,7 @@ from farm.voice.model import (
     FittedSentence,
     Sentence,
     SentenceAudio,
+    SentenceSpeaker,
     StageDecision,
     VoicePlan,
     VoiceProfile,
@@ -46,7 +47,13 @@ from farm.voice.signal import (
     speech_mixdown,
 )
 from farm.voice.slicer import plan_slices
-from farm.voice.synth import SynthRequest, create_synth, needs_target_profile
+from farm.voice.synth import (
+    SynthRequest,
+    VoiceSynth,
+    converts_speech,
+    create_synth,
+    needs_target_profile,
+)
 from farm.voice.transcript import Transcript, align_text, read_transcript
 from farm.voice.world import profile_from_audio, profile_from_references
 
@@ -193,7 +200,7 @@ def plan_voice(
             if asr is None:
                 raise SpecError(
                     "voice mode 'tts' needs the sentences' text: give a transcript file "
-                    "(SRT/VTT/ASS/TXT) or set voice.asr.backend=faster-whisper with a model dir"
+                    "(SRT/VTT/ASS/TXT), or leave voice.asr.backend at 'auto' (Whisper tiny.en)"
                 )
             ranges = [
                 (
@@ -237,7 +244,7 @@ def plan_voice(
             )
         )
     source_profile = None
-    if settings.backend_name() == "vc" and sentences:
+    if converts_speech(settings.backend_name()) and sentences:
         cap = int(_SOURCE_PROFILE_MAX_S * sample_rate)
         speech = np.concatenate(
             [vocals[s.speech_start_sample : s.speech_stop_sample] for s in sentences]
@@ -268,18 +275,23 @@ def synthesize_sentence(
     *,
     target: VoiceProfile | None = None,
     source_profile: VoiceProfile | None = None,
+    synth: VoiceSynth | None = None,
 ) -> SentenceAudio:
     """Voice one sentence with the backend named by `settings` (one Ray task; all args pickle).
 
     `source` is the sentence's normalised speech (`VoicePlan.sentence_source`); `target` the
     identity's profile from `prepare_target` (computed here when None); `source_profile` is
     ``plan.source_profile``. Returns mono float32 at `sample_rate`, not yet trimmed or fitted.
+    `synth` is a backend the caller keeps across sentences (a worker's: sessions and server
+    connections stay open); without one a backend is made for this sentence and closed.
     """
     name = settings.backend_name()
     if name == "keep":
         raise SpecError("voice mode 'keep' synthesizes nothing; skip the voice stage")
     began = time.perf_counter()
-    synth = create_synth(name, settings, voice_refs, target)
+    owned = synth is None
+    if synth is None:
+        synth = create_synth(name, settings, voice_refs, target)
     try:
         samples, rate = synth.synthesize(
             SynthRequest(
@@ -293,7 +305,8 @@ def synthesize_sentence(
             )
         )
     finally:
-        synth.close()
+        if owned:
+            synth.close()
     out = resample(samples, rate, sample_rate)
     return SentenceAudio(
         keeps_timing=synth.keeps_timing and out.size == np.asarray(source).size,
@@ -307,8 +320,8 @@ def synthesize_sentence(
 
 
 def voiceable(sentence: Sentence, settings: VoiceSettings) -> bool:
-    """Text-to-speech needs text; conversion (`vc`) voices every sentence."""
-    return settings.backend_name() == "vc" or bool((sentence.text or "").strip())
+    """Text-to-speech needs text; conversion (`vc`, `rvc`) voices every sentence."""
+    return converts_speech(settings.backend_name()) or bool((sentence.text or "").strip())
 
 
 def finish_voice(
@@ -321,8 +334,14 @@ def finish_voice(
     background: np.ndarray | None,
     warnings: Sequence[str],
     timings: dict[str, float],
+    kept: Sequence[tuple[int, np.ndarray]] = (),
+    revoice: str = "all",
+    speakers: Sequence[SentenceSpeaker] = (),
 ) -> tuple[np.ndarray, VoiceReport]:
-    """Place every fitted sentence on one timeline (exactly `total_samples`) and report."""
+    """Place every fitted sentence on one timeline (exactly `total_samples`) and report.
+
+    `kept`: original audio of the sentences somebody other than the swapped person says.
+    """
     notes = list(warnings)
     began = time.perf_counter()
     ordered = sorted(fitted, key=lambda f: f.start_sample)
@@ -333,6 +352,7 @@ def finish_voice(
         ordered,
         background,
         background_gain=settings.fit.background_gain,
+        kept=kept,
     )
     timings["assemble"] = time.perf_counter() - began
     clipped = int(np.count_nonzero(np.abs(timeline) >= 1.0))
@@ -349,4 +369,6 @@ def finish_voice(
         warnings=tuple(notes),
         clipped_samples=clipped,
         timings_s=timings,
+        revoice=revoice,
+        speakers=tuple(speakers),
     )

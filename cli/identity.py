@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cli.errors import fail
-from farm.errors import FarmError
+from farm.errors import FarmError, SpecError
 
 identity_app = typer.Typer(help="Identity packs: who may be put into a video, with their consent.")
 
@@ -40,6 +40,17 @@ def create(
             envvar="FARM_MODELS",
         ),
     ] = None,
+    rvc_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--rvc-model",
+            help="the person's RVC v2 generator (.onnx, for --voice rvc); the consent must list it",
+        ),
+    ] = None,
+    rvc_sample_rate: Annotated[
+        int | None,
+        typer.Option("--rvc-sample-rate", help="the rate it was trained at (else its metadata)"),
+    ] = None,
 ) -> None:
     """Write an identity pack: aligned faces, landmarks, descriptors, voice references, consent."""
     from farm.face.identity import create_identity
@@ -51,12 +62,16 @@ def create(
     try:
         # Refused before anything is written: signed, trusted, current, in scope, covering
         # exactly these photos and voice clips.
-        scope = {"face", "voice"} if voice else {"face"}
+        # A voice model trained on the person is their voice too: the consent must list it.
+        voice_files = [*(voice or []), *([rvc_model] if rvc_model is not None else [])]
+        scope = {"face", "voice"} if voice_files else {"face"}
+        if rvc_sample_rate is not None and rvc_sample_rate not in (32000, 40000, 48000):
+            raise SpecError(f"--rvc-sample-rate {rvc_sample_rate}: use 32000, 40000 or 48000")
         check_consent(
             consent,
             scope=scope,
             face_files=list(face),
-            voice_files=list(voice or []),
+            voice_files=voice_files,
             trust=load_trust(),
         )
         created = create_identity(
@@ -66,6 +81,7 @@ def create(
             face_manifest(models_dir),
             voices=list(voice or []),
             embedder=pack_embedder(models_dir),
+            rvc_models=[] if rvc_model is None else [(rvc_model, rvc_sample_rate)],
         )
     except FarmError as exc:
         fail(exc)
@@ -75,7 +91,8 @@ def create(
     embedded = " with ArcFace embeddings" if pack.manifest.faces[0].arcface is not None else ""
     typer.echo(
         f"identity pack {output}: {len(pack.faces)} face(s){embedded}, {len(pack.voice_refs)} "
-        f"voice reference(s), consent sha256 {pack.consent.sha256[:16]}…"
+        f"voice reference(s){', an RVC voice model' if pack.voice_models else ''}, consent "
+        f"sha256 {pack.consent.sha256[:16]}…"
     )
 
 

@@ -76,6 +76,20 @@ class PackFile(BaseModel):
     source_name: str
 
 
+class PackVoiceModel(BaseModel):
+    """A voice model trained on the person (an RVC v2 generator), covered by their consent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Literal["rvc"] = "rvc"
+    file: str
+    sha256: str
+    source_name: str
+    sample_rate: int | None = Field(
+        default=None, description="output rate it was trained at (None: read from its metadata)"
+    )
+
+
 class PackDerivation(BaseModel):
     """How the stored crops were made from the consented photos."""
 
@@ -98,6 +112,7 @@ class PackManifest(BaseModel):
     created: str = Field(description="UTC time the pack was made (ISO 8601)")
     faces: list[PackFace] = Field(min_length=1)
     voices: list[PackFile] = []
+    voice_models: list[PackVoiceModel] = []
     consent: PackFile
     models: dict[str, str] = Field(description="model name → sha256 used to build the pack")
     derivation: PackDerivation = PackDerivation()
@@ -115,7 +130,12 @@ class PackManifest(BaseModel):
         return unsigned.model_copy(update={"signature": base64.b64encode(signature).decode()})
 
     def listed_files(self) -> set[str]:
-        return {f.file for f in self.faces} | {v.file for v in self.voices} | {self.consent.file}
+        return (
+            {f.file for f in self.faces}
+            | {v.file for v in self.voices}
+            | {m.file for m in self.voice_models}
+            | {self.consent.file}
+        )
 
 
 @dataclass(frozen=True)
@@ -147,6 +167,12 @@ class IdentityPack:
     faces: tuple[SourceFace, ...]
     voice_refs: tuple[Path, ...]
     consent: ConsentRecord
+    voice_models: tuple[tuple[Path, PackVoiceModel], ...] = ()
+    """Verified voice models trained on the person (path, entry), e.g. their RVC generator."""
+
+    def voice_model(self, backend: str) -> tuple[Path, PackVoiceModel] | None:
+        """The pack's first voice model for `backend`, if it has one."""
+        return next((m for m in self.voice_models if m[1].backend == backend), None)
 
     @property
     def descriptor(self) -> np.ndarray:
@@ -255,6 +281,7 @@ def create_identity(
     voices: list[Path] | None = None,
     operator: Operator | None = None,
     embedder: FaceEmbedder | None = None,
+    rvc_models: list[tuple[Path, int | None]] | None = None,
 ) -> CreatedIdentity:
     """Build an identity pack in ``output`` (which must not exist, or be empty), signed by
     ``operator`` (default: this farm's operator key). With an ``embedder`` (ArcFace, when the
@@ -324,12 +351,27 @@ def create_identity(
             pack_voices.append(
                 PackFile(file=rel, sha256=sha256_file(staging / rel), source_name=path.name)
             )
+        pack_models = []
+        for k, (path, rate) in enumerate(rvc_models or []):
+            if not path.is_file():
+                raise MediaError(f"RVC model {path} does not exist; give the exported .onnx")
+            rel = f"voices/rvc_{k:02d}.onnx"
+            shutil.copyfile(path, staging / rel)
+            pack_models.append(
+                PackVoiceModel(
+                    file=rel,
+                    sha256=sha256_file(staging / rel),
+                    source_name=path.name,
+                    sample_rate=rate,
+                )
+            )
         consent_rel = f"consent/{consent.name}"
         shutil.copyfile(consent, staging / consent_rel)
         pack = PackManifest(
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             faces=pack_faces,
             voices=pack_voices,
+            voice_models=pack_models,
             consent=PackFile(
                 file=consent_rel,
                 sha256=sha256_file(staging / consent_rel),
@@ -449,6 +491,7 @@ def load_identity(root: Path, *, trust: TrustList | None = None) -> IdentityPack
             raise MediaError(f"{path}: face {entry.file} needs 68 landmarks and a 128-D descriptor")
         faces.append(SourceFace(image=image, landmarks=landmarks, descriptor=descriptor))
     voices = tuple(_verified(root, v.file, v.sha256) for v in manifest.voices)
+    models = tuple((_verified(root, m.file, m.sha256), m) for m in manifest.voice_models)
     consent_path = _verified(root, manifest.consent.file, manifest.consent.sha256)
     return IdentityPack(
         root=root,
@@ -456,6 +499,7 @@ def load_identity(root: Path, *, trust: TrustList | None = None) -> IdentityPack
         faces=tuple(faces),
         voice_refs=voices,
         consent=ConsentRecord(path=consent_path, sha256=manifest.consent.sha256),
+        voice_models=models,
     )
 
 

@@ -127,9 +127,7 @@ class FaceSwapProcessor:
             for frame, faces in zip(frames, chosen, strict=True)
         ]
 
-    def observe(
-        self, frames: Sequence[Frame], indices: Sequence[int]
-    ) -> list[list[ObservedFace]]:
+    def observe(self, frames: Sequence[Frame], indices: Sequence[int]) -> list[list[ObservedFace]]:
         """Every tracked face of each frame and whether the swap selects it (nothing drawn)."""
         observed = []
         for faces in self._tracker.track_batch(frames, indices):

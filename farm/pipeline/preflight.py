@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from farm.errors import MediaError, SpecError
 from farm.media.probe import MediaInfo, probe
 from farm.pipeline.plan import check_output_writable, dropped_stream_warnings
 from farm.spec import JobSpec
+
+if TYPE_CHECKING:
+    from farm.face.identity import IdentityPack
 
 
 def _check_frame_size(info: MediaInfo) -> None:
@@ -55,10 +59,16 @@ def _check_port_free(port: int) -> None:
             ) from None
 
 
-def _check_voice_backends(spec: JobSpec, voice_refs: tuple[Path, ...]) -> None:
+def _check_voice_backends(spec: JobSpec, pack: IdentityPack) -> None:
     settings = spec.voice
     if settings.mode == "keep":
         return
+    voice_refs = pack.voice_refs
+    if settings.mode == "rvc" and settings.rvc.generator is None and not pack.voice_model("rvc"):
+        raise SpecError(
+            f"--voice rvc needs the identity's RVC v2 generator: give --rvc-model FILE.onnx, or "
+            f"re-create the pack {pack.root} with `farm identity create ... --rvc-model FILE`"
+        )
     from farm.face.identity import check_voice_references
 
     if not voice_refs:
@@ -135,5 +145,5 @@ def preflight(spec: JobSpec) -> list[str]:
         resolve_face_stack(spec.face, spec.models_dir)
         if spec.face.reference is not None:
             _check_reference_image(spec.face.reference, spec.models_dir)
-        _check_voice_backends(spec, pack.voice_refs)
+        _check_voice_backends(spec, pack)
     return dropped_stream_warnings(info, strict=spec.strict)

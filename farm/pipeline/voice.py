@@ -28,7 +28,7 @@ import numpy as np
 
 from farm.chaos import ChaosSettings, inject
 from farm.errors import MediaError
-from farm.face.identity import load_identity
+from farm.face.identity import IdentityPack, load_identity
 from farm.fsutil import commit_file
 from farm.media.audio import as_2d, decode_audio, write_raw_pcm
 from farm.pipeline.plan import JobPlan
@@ -151,19 +151,37 @@ def plan_voice_units(plan: JobPlan) -> VoiceUnits | None:
         )
     if spec.face is None:
         raise MediaError("re-voicing needs an identity pack with voice references")
+    pack = load_identity(spec.face.identity)
     speakers_of = None
     if revoice_mode(spec) == "swapped" and plan.info.video is not None:
         speakers_of = partial(_active_speakers, plan, audio.sample_rate)
     return voice_units_from_pcm(
         decode_audio(plan.info.path, audio),
         audio.sample_rate,
-        spec.voice,
-        tuple(load_identity(spec.face.identity).voice_refs),
+        with_pack_voice_model(spec.voice, pack),
+        tuple(pack.voice_refs),
         job_id=plan.job_id,
         work_dir=plan.work_dir,
         layout=audio.layout,
         speakers_of=speakers_of,
     )
+
+
+def with_pack_voice_model(settings: VoiceSettings, pack: IdentityPack) -> VoiceSettings:
+    """`settings` pointing `rvc` at the pack's own generator (its signed sha256 and rate) when
+    the job names none: the model trained on the person travels with their consent."""
+    model = pack.voice_model("rvc")
+    if settings.mode != "rvc" or settings.rvc.generator is not None or model is None:
+        return settings
+    path, entry = model
+    rvc = settings.rvc.model_copy(
+        update={
+            "generator": str(path.resolve()),
+            "generator_sha256": entry.sha256,
+            "generator_sample_rate": entry.sample_rate or settings.rvc.generator_sample_rate,
+        }
+    )
+    return settings.model_copy(update={"rvc": rvc})
 
 
 def revoice_mode(spec: JobSpec) -> str:

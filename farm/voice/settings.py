@@ -399,11 +399,6 @@ class VoiceSettings(BaseModel):
             )
         if self.separator == "stems" and self.background_stem is None:
             raise ValueError("separator 'stems' needs background_stem (a WAV of music and effects)")
-        if self.mode == "rvc" and self.rvc.generator is None:
-            raise ValueError(
-                "voice mode 'rvc' needs rvc.generator (--rvc-model): the identity's RVC v2 "
-                "generator (.onnx)"
-            )
         return self
 
     def backend_name(self) -> str:

@@ -172,15 +172,26 @@ def _start_slow_run(src: Path, out: Path, work: Path) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
+def _signal_masks(pid: int) -> str:
+    """The process's blocked, ignored and caught signal masks (Linux), for failure messages."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError as exc:
+        return f"no /proc status for {pid}: {exc}"
+    return " ".join(line for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 def test_ctrl_c_cancels_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     src = make_clip(ClipRecipe("interrupted", seconds=12.0, size="320x240"), tmp_path)
     work = tmp_path / "work"
     out = tmp_path / "out.mp4"
     proc = _start_slow_run(src, out, work)
     done = _wait_for_done(work / "ledger.json", 2)
+    # How the driver treats SIGINT as it is sent (this test once saw it ignored in a full run).
+    disposition = _signal_masks(proc.pid)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 130, f"{disposition}\n{stderr}"
     assert f"farm resume {work}" in stderr and "cancelled" in stderr
     assert not out.exists() and not [p for p in tmp_path.iterdir() if ".partial" in p.name]
     result = farm("resume", str(work), "--json")

@@ -31,26 +31,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
-OPSET = 13
+from tests.onnx_graphs import const as _const
+from tests.onnx_graphs import save_graph as _save
+
 DET_10G_OUTPUTS = ("448", "471", "494", "451", "474", "497", "454", "477", "500")
 DET_2_5G_OUTPUTS = ("446", "466", "486", "449", "469", "489", "452", "472", "492")
 STRIDES = (8, 16, 32)
-
-
-def _save(graph: onnx.GraphProto, path: Path) -> Path:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
-def _const(name: str, value: np.ndarray) -> onnx.NodeProto:
-    return helper.make_node(
-        "Constant", [], [name], name=f"const_{name}", value=numpy_helper.from_array(value, name)
-    )
 
 
 def _channel_mean(source: str, channel: int, out: str) -> list[onnx.NodeProto]:

@@ -28,28 +28,13 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
-OPSET = 13
+from tests.onnx_graphs import const as _const
+from tests.onnx_graphs import save_graph as _save
+
 ENCODER_KERNEL = 400
 ENCODER_STRIDE = 320
-
-
-def _save(graph: onnx.GraphProto, path: Path, metadata: dict[str, str] | None = None) -> Path:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    for key, value in (metadata or {}).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
-def _const(name: str, value: np.ndarray) -> onnx.NodeProto:
-    return helper.make_node(
-        "Constant", [], [name], name=f"const_{name}", value=numpy_helper.from_array(value, name)
-    )
 
 
 def _node(op: str, inputs: list[str], output: str, **attrs: Any) -> onnx.NodeProto:

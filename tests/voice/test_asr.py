@@ -19,7 +19,6 @@ from farm.voice.asr import (
     WHEEL_WHISPER_SHA256,
     AsrSegment,
     FasterWhisperTranscriber,
-    create_segment_transcriber,
     create_transcriber,
     segments_text,
     wheel_whisper_dir,
@@ -32,13 +31,6 @@ from tests.voice.helpers import load_mono
 # LJ001-0001 up to its first pause (4.34 s), as SOURCES.md transcribes it.
 LJ_HEAD_S = 4.34
 LJ_HEAD_TEXT = "Printing, in the only sense with which we are at present concerned"
-
-
-@pytest.fixture(scope="module")
-def whisper() -> FasterWhisperTranscriber:
-    transcriber = create_segment_transcriber(AsrSettings(cpu_threads=2))
-    assert transcriber is not None
-    return transcriber
 
 
 @pytest.fixture(scope="module")

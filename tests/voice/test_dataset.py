@@ -25,7 +25,6 @@ from farm.voice.asr import (
     WHEEL_WHISPER_SHA256,
     AsrSegment,
     FasterWhisperTranscriber,
-    create_segment_transcriber,
 )
 from farm.voice.dataset import (
     DATASET_SAMPLE_RATE,
@@ -36,7 +35,6 @@ from farm.voice.dataset import (
     build_voice_dataset,
     voices_from_clips,
 )
-from farm.voice.settings import AsrSettings
 from tests.conftest import farm_cli, media_path
 
 LJ = {  # SOURCES.md's transcripts; one 9.7 s clip (two slices) keeps the module under budget
@@ -68,13 +66,6 @@ class Built:
     summary: DatasetSummary
     clipped: Path
     short: Path
-
-
-@pytest.fixture(scope="module")
-def whisper() -> FasterWhisperTranscriber:
-    transcriber = create_segment_transcriber(AsrSettings(cpu_threads=2))
-    assert transcriber is not None
-    return transcriber
 
 
 @pytest.fixture(scope="module")

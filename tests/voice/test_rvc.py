@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 from farm.devices import WorkerResources
 from farm.errors import ChecksumMismatch, ModelError, SpecError
@@ -349,8 +348,9 @@ def test_weights_are_verified_and_named_when_wrong(
     wrong, _ = make(rvc_settings(models, generator_sample_rate=48000))
     with pytest.raises(ModelError, match=r"returned \d+ samples for \d+ frames, expected"):
         wrong.synthesize(request(burst(16000, 8000), 16000))
-    with pytest.raises(ValidationError, match=r"needs rvc\.generator"):
-        VoiceSettings(mode="rvc")
+    # Valid settings (a job takes the generator from the identity pack), but no backend.
+    with pytest.raises(SpecError, match=r"needs voice\.rvc\.generator"):
+        make(VoiceSettings(mode="rvc"))
 
     # $FARM_MODELS stands in for models_dir
     monkeypatch.setenv("FARM_MODELS", str(models.root))

@@ -19,8 +19,9 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -184,6 +185,17 @@ def with_pack_voice_model(settings: VoiceSettings, pack: IdentityPack) -> VoiceS
     return settings.model_copy(update={"rvc": rvc})
 
 
+def _slots_before_kept(sentences: Sequence[Sentence], revoiced: set[int]) -> list[Sentence]:
+    """The sentences, each re-voiced one's slot ending where a kept sentence begins: a slot
+    runs to the next sentence's speech, and must not spill into audio that stays as it is."""
+    out = list(sentences)
+    for k, (sentence, following) in enumerate(pairwise(sentences)):
+        if sentence.index in revoiced and following.index not in revoiced:
+            stop = max(sentence.speech_stop_sample, following.start_sample)
+            out[k] = replace(sentence, slot_stop_sample=min(sentence.slot_stop_sample, stop))
+    return out
+
+
 def revoice_mode(spec: JobSpec) -> str:
     """``swapped`` or ``all``: what ``voice.revoice`` means for this job's face selection."""
     if spec.voice.revoice != "auto":
@@ -273,13 +285,14 @@ def voice_units_from_pcm(
             original = mix[sentence.start_sample : sentence.slot_stop_sample]
             write_raw_pcm(original, path, sample_rate, layout)
             kept.append((sentence.start_sample, path))
+    sentences = _slots_before_kept(voice_plan.sentences, revoiced)
     began = time.perf_counter()
     target = prepare_target(settings, voice_refs) if voice_plan.sentences else None
     timings["target"] = time.perf_counter() - began
     warnings = list(voice_plan.warnings)
     job_seed = int(job_id[:8], 16)
     tasks: list[SentenceTask] = []
-    for sentence in voice_plan.sentences:
+    for sentence in sentences:
         if sentence.index not in revoiced:
             continue
         if not voiceable(sentence, settings):

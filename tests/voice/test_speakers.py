@@ -56,12 +56,12 @@ def test_the_face_whose_mouth_moves_says_the_sentence() -> None:
 
 
 @pytest.fixture(scope="module")
-def right_face(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The right-hand talker (who speaks 3-6 s), cut from the clip's first frame."""
+def left_face(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The left-hand talker (who speaks 0-3 s), cut from the clip's first frame."""
     with av.open(str(media_path(TWO_FACES))) as container:
         frame = next(container.decode(video=0)).to_ndarray(format="bgr24")
-    path = tmp_path_factory.mktemp("reference") / "right.png"
-    cv2.imwrite(str(path), frame[:, 360:])
+    path = tmp_path_factory.mktemp("reference") / "left.png"
+    cv2.imwrite(str(path), frame[:, :360])
     return path
 
 
@@ -77,39 +77,38 @@ def _spec(tmp_path: Path, pack: Path, reference: Path, revoice: str) -> JobSpec:
 
 
 def test_only_the_swapped_persons_turn_is_revoiced(
-    tmp_path: Path, identity_pack: Path, right_face: Path
+    tmp_path: Path, identity_pack: Path, left_face: Path
 ) -> None:
-    """The left talker's turn (0-3 s) keeps its decoded PCM exactly; the right one's changes."""
-    plan, _ = prepare_job(_spec(tmp_path, identity_pack, right_face, "auto"))
+    """The left talker (0-3 s) is swapped and re-voiced; the right one's turn (3-6 s) keeps its
+    decoded PCM exactly, even where the re-voiced sentence's slot would have run into it."""
+    plan, _ = prepare_job(_spec(tmp_path, identity_pack, left_face, "auto"))
     units = plan_voice_units(plan)
     assert units is not None and units.revoice == "swapped"
     rate = units.sample_rate
     speakers = {s.index: s for s in units.speakers}
-    assert [s.speaker for s in units.speakers] == ["other", "swapped"], units.speakers
-    assert speakers[0].other_motion > 3 * speakers[0].swapped_motion
-    assert speakers[1].swapped_motion > 3 * speakers[1].other_motion
-    assert [task.sentence.index for task in units.tasks] == [1]
+    assert [s.speaker for s in units.speakers] == ["swapped", "other"], units.speakers
+    assert speakers[0].swapped_motion > 3 * speakers[0].other_motion
+    assert speakers[1].other_motion > 3 * speakers[1].swapped_motion
+    (task,) = units.tasks
+    turn = task.sentence
+    ((start, _path),) = units.kept
+    assert turn.speech_stop_sample / rate <= 3.0 < start / rate + 0.5, "cut at the turn"
+    assert turn.slot_stop_sample <= start, "the re-voiced slot stops where the kept turn starts"
 
-    timeline, report = assemble_voice(
-        units, plan.spec.voice, [run_sentence(t) for t in units.tasks]
-    )
+    timeline, report = assemble_voice(units, plan.spec.voice, [run_sentence(task)])
     assert plan.info.audio is not None
     original = decode_audio(plan.info.path, plan.info.audio)
     assert timeline.shape == original.shape
-    ((start, _path),) = units.kept
-    turn = units.tasks[0].sentence
-    assert start / rate < 3.0 <= turn.speech_start_sample / rate, "cut at the turn"
-    kept_stop = turn.start_sample
-    assert np.array_equal(timeline[start:kept_stop], original[start:kept_stop]), "left untouched"
+    assert np.array_equal(timeline[start:], original[start:]), "the right talker untouched"
     voiced = slice(turn.speech_start_sample, turn.speech_stop_sample)
-    assert not np.allclose(timeline[voiced], original[voiced], atol=1e-3), "right re-voiced"
+    assert not np.allclose(timeline[voiced], original[voiced], atol=1e-3), "left re-voiced"
     assert report.revoice == "swapped" and len(report.speakers) == 2
 
 
 def test_revoice_all_voices_every_sentence_without_looking(
-    tmp_path: Path, identity_pack: Path, right_face: Path
+    tmp_path: Path, identity_pack: Path, left_face: Path
 ) -> None:
-    plan, _ = prepare_job(_spec(tmp_path, identity_pack, right_face, "all"))
+    plan, _ = prepare_job(_spec(tmp_path, identity_pack, left_face, "all"))
     units = plan_voice_units(plan)
     assert units is not None and units.revoice == "all"
     assert not units.speakers and not units.kept and units.tasks

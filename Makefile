@@ -39,14 +39,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check farm actors deploy cli tests bench
 	$(VENV)/bin/mypy
 
-# mypy (about 45 s from a cold cache) checks beside the tests, which wait on Ray and ffmpeg
-# much of the time: CI is that much shorter, and both must pass.
-test: $(STAMP)
-	$(VENV)/bin/ruff check farm actors deploy cli tests bench
-	@$(VENV)/bin/mypy > $(VENV)/mypy.out 2>&1 & types=$$!; \
-	$(PY) -m pytest -q --durations=30; tests=$$?; \
-	wait $$types; typed=$$?; echo "mypy:"; cat $(VENV)/mypy.out; \
-	test $$tests -eq 0 && test $$typed -eq 0
+test: $(STAMP) lint
+	$(PY) -m pytest -q --durations=30
 
 demo: $(STAMP)
 	$(PY) -m bench.demo --media $(SHARED)/media --out $(DEMO_OUT)

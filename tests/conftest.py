@@ -82,14 +82,17 @@ def session_farm_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
     from farm.provenance.keys import init_keys
 
     home = tmp_path_factory.mktemp("farm-home")
-    previous = os.environ.get("FARM_HOME")
-    os.environ["FARM_HOME"] = str(home)
+    # The session's own cache (ffmpeg probes), shared with every process the tests start.
+    settings = {"FARM_HOME": str(home), "FARM_CACHE": str(tmp_path_factory.mktemp("farm-cache"))}
+    previous = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     init_keys(home, name="test operator")
     yield home
-    if previous is None:
-        os.environ.pop("FARM_HOME", None)
-    else:
-        os.environ["FARM_HOME"] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,9 @@ cluster starts; the few that fail inside a job are followed by a good run to the
 from __future__ import annotations
 
 import hashlib
-import json
 import shlex
 import shutil
 import socket
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ import pytest
 
 from farm.spec import JobSpec
 from tests.clips import ClipRecipe, make_clip
-from tests.conftest import farm, farm_cli, media_path
+from tests.conftest import farm_cli, media_path
 from tests.jobs import run_local
 
 
@@ -214,38 +212,3 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case: str, world: World)
     assert _sha(world.good) == world.good_sha
     left = [p.name for p in world.root.iterdir() if ".partial" in p.name or "farm-work" in p.name]
     assert not left, left
-
-
-def _failing_batch(src: Path, out: Path, markers: Path) -> subprocess.CompletedProcess[str]:
-    """A job that fails inside, after planning (shard 00002 fails), with the default work dir:
-    `farm batch` takes any job setting, fault injection included."""
-    manifest = out.with_suffix(".yaml")
-    job = {
-        "input": str(src),
-        "output": str(out),
-        "passthrough": True,
-        "video": {"max_shard_s": 0.4, "min_shard_s": 0.2},
-        "chaos": {"marker_dir": str(markers), "fail_unit": "shard 00002", "after_frames": 1},
-    }
-    manifest.write_text(json.dumps({"jobs": [job]}))  # JSON is YAML
-    return farm("batch", str(manifest), "--json")
-
-
-def test_a_failed_job_is_resumed_from_anywhere(tmp_path: Path) -> None:
-    """A job that fails inside keeps its default work dir and says how to finish it; `farm
-    resume` finishes it from another folder (the ledger holds absolute paths)."""
-    src = make_clip(ClipRecipe("half-done", seconds=2.0, size="160x120"), tmp_path)
-    out = tmp_path / "out.mp4"
-    work = tmp_path / ".out.mp4.farm-work"
-    failed = _failing_batch(src, out, tmp_path / "markers")
-    assert failed.returncode == 1
-    (row,) = json.loads(failed.stdout)
-    assert "injected failure" in row["error"] and f"`farm resume {work}`" in row["error"]
-    assert not out.exists() and (work / "ledger.json").exists()
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    resumed = farm("resume", str(work), "--json", cwd=elsewhere)
-    assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout)["shards_reused"], "finished shards were reused"
-    assert "resuming an earlier run" in resumed.stderr
-    assert out.exists() and not work.exists()

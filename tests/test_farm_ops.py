@@ -77,28 +77,56 @@ def test_submit_entrypoint_joins_the_jobs_cluster() -> None:
 # -- a batch with one corrupt input --------------------------------------------------------
 
 
-def test_batch_continues_past_a_corrupt_input(tmp_path: Path) -> None:
+def test_batch_continues_past_bad_jobs_and_a_failed_one_resumes_from_anywhere(
+    tmp_path: Path,
+) -> None:
+    """A corrupt input fails before any work; a job that fails inside (fault injection: shard
+    00002) keeps its default work dir and says how to finish it; the others run. `farm resume`
+    then finishes the failed one from another folder (the ledger holds absolute paths)."""
     clips = tmp_path / "clips"
     clips.mkdir()
     good = [make_clip(ClipRecipe(f"b{i}", seconds=1.0, size="160x120"), clips) for i in range(2)]
     corrupt = clips / "corrupt.mp4"
     corrupt.write_bytes(good[0].read_bytes()[:2000])
-    rows = [good[0], corrupt, good[1]]
+    half = make_clip(ClipRecipe("half-done", seconds=2.0, size="160x120"), clips)
+    out = tmp_path / "out"
+    out.mkdir()
+    rows = [{"input": str(p), "output": str(out / p.name)} for p in (good[0], corrupt, good[1])]
+    failing = {
+        "input": str(half),
+        "output": str(out / half.name),
+        "video": {"max_shard_s": 0.4, "min_shard_s": 0.2},
+        "chaos": {"marker_dir": str(tmp_path / "markers"), "fail_unit": "shard 00002",
+                  "after_frames": 1},
+    }  # fmt: skip
     manifest = tmp_path / "batch.yaml"
-    manifest.write_text(
-        "defaults: {passthrough: true, report: {judges: false}}\njobs:\n"
-        + "".join(f"  - {{input: {p}, output: {tmp_path / 'out' / p.name}}}\n" for p in rows)
-    )
-    (tmp_path / "out").mkdir()
+    manifest.write_text(  # JSON is YAML
+        json.dumps(
+            {"defaults": {"passthrough": True, "report": {"judges": False}},
+             "jobs": [*rows, failing]}
+        )
+    )  # fmt: skip
     result = farm("batch", str(manifest), "--concurrency", "2", "--json")
     assert result.returncode != 0
     table = json.loads(result.stdout)
-    assert len(table) == 3
     statuses = [r["status"] for r in table]
-    assert statuses == ["succeeded", "failed", "succeeded"], "the job after the bad one runs"
+    assert statuses == ["succeeded", "failed", "succeeded", "failed"], "the jobs after run"
     assert "corrupt.mp4" in table[1]["error"]
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.mp4")) == sorted(p.name for p in good)
-    assert "1 of 3 jobs failed" in result.stderr
+    made = sorted(p.name for p in out.glob("*.mp4"))
+    assert made == sorted(p.name for p in good)
+    assert "2 of 4 jobs failed" in result.stderr
+
+    work = out / f".{half.name}.farm-work"
+    assert "injected failure" in table[3]["error"], table[3]
+    assert f"`farm resume {work}`" in table[3]["error"]
+    assert not (out / half.name).exists() and (work / "ledger.json").exists()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    resumed = farm("resume", str(work), "--json", cwd=elsewhere)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["shards_reused"], "finished shards were reused"
+    assert "resuming an earlier run" in resumed.stderr
+    assert (out / half.name).exists() and not work.exists()
 
 
 # -- a face-swap job killed, interrupted or failing: nothing lost, nothing at the output -----

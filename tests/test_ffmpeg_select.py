@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -219,7 +220,7 @@ def _fake_ffmpeg(path: Path, version: str, help_text: str, demuxers: str) -> Pat
     """An executable that answers the four probes with canned text, and fails anything else."""
     path.parent.mkdir(parents=True, exist_ok=True)
     canned = path.parent / f"{path.name}.canned"
-    canned.mkdir()
+    canned.mkdir(exist_ok=True)
     (canned / "version").write_text(version)
     (canned / "help").write_text(help_text)
     (canned / "encoders").write_text(ENCODERS)
@@ -265,6 +266,24 @@ def test_probe_reads_a_fake_binary(tmp_path: Path) -> None:
         str(tmp_path / "bin" / "ffmpeg"), "5.1.6-0+deb12u1", EVERYTHING_BUT_ROTATION
     )
     assert binary.missing({"display_rotation", "aac"}) == {"display_rotation"}
+
+
+def test_a_probe_is_remembered_until_the_binary_is_replaced(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    path = _old(tmp_path / "bin" / "ffmpeg")
+    first = probe_ffmpeg(str(path), cache)
+    assert first.version == "5.1.6-0+deb12u1" and len(list(cache.glob("ffmpeg-*.json"))) == 1
+    (tmp_path / "bin" / "ffmpeg.canned" / "version").write_text(VERSION_71)  # same binary file
+    assert probe_ffmpeg(str(path), cache) == first, "the same file: its probe is reused"
+    time.sleep(0.01)
+    _new(path)  # replaced in place: another file identity
+    assert probe_ffmpeg(str(path), cache).version.startswith("7.")
+    broken = tmp_path / "broken" / "ffmpeg"
+    broken.parent.mkdir()
+    broken.write_text("#!/bin/sh\nexit 1\n")
+    broken.chmod(0o755)
+    probe_ffmpeg(str(broken), cache)
+    assert len(list(cache.glob("ffmpeg-*.json"))) == 2, "a binary that did not answer: not kept"
 
 
 def test_system_without_rotation_is_skipped_only_for_a_rotated_job(

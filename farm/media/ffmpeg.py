@@ -9,17 +9,23 @@ binary blindly made a rotated job render and then die at the mux with "Option no
 candidate is probed (``-version``, ``-h full``, ``-encoders``, ``-demuxers``) and chosen only if
 it has what the job needs. The parsers are pure (text in, set out) so they are tested on canned
 text; the probing is the only part that runs subprocesses. Nothing is cached at module level:
-callers resolve once per job and pass the path down.
+callers resolve once per job and pass the path down. A probe (four ffmpeg runs, about 0.6 s) is
+remembered on disk instead, in ``$FARM_CACHE`` (default: the user cache dir), keyed by the
+binary's file identity (device, inode, size, mtime and ctime): a replaced or rebuilt binary has
+another key and is probed again, and every process (each job, worker and test) shares the result.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, get_args
 
 from farm.errors import FfmpegFailed, SpecError
@@ -193,16 +199,68 @@ def _probe_output(path: str, args: Sequence[str]) -> str:
     return completed.stdout.decode(errors="replace") if completed.returncode == 0 else ""
 
 
-def probe_ffmpeg(path: str) -> FfmpegBinary:
-    """Run ``path`` with `_PROBES` to learn its version and capabilities (about 0.2-0.6 s)."""
+def probe_ffmpeg(path: str, cache_dir: Path | None = None) -> FfmpegBinary:
+    """Run ``path`` with `_PROBES` to learn its version and capabilities (about 0.2-0.6 s),
+    or read what an earlier probe of the very same file found (`cache_dir`, default
+    `probe_cache_dir`). Only a binary that answered is remembered."""
+    folder = probe_cache_dir() if cache_dir is None else cache_dir
+    key = _binary_key(path)
+    cached = _read_probe(folder / f"ffmpeg-{key}.json", path) if key else None
+    if cached is not None:
+        return cached
     version_text, help_text, encoders_text, demuxers_text = (
         _probe_output(path, args) for args in _PROBES
     )
-    return FfmpegBinary(
+    binary = FfmpegBinary(
         path=path,
         version=parse_version(version_text),
         capabilities=parse_capabilities(help_text, encoders_text, demuxers_text),
     )
+    if key and version_text:
+        _write_probe(folder / f"ffmpeg-{key}.json", binary)
+    return binary
+
+
+def probe_cache_dir() -> Path:
+    """Where ffmpeg probes are remembered: ``$FARM_CACHE``, else the user cache dir."""
+    explicit = os.environ.get("FARM_CACHE")
+    if explicit:
+        return Path(explicit)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("syncfarm"))
+
+
+def _binary_key(path: str) -> str | None:
+    """A name for this exact file (None when it cannot be read): changes when it is replaced."""
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+    except OSError:
+        return None
+    identity = f"{real}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def _read_probe(file: Path, path: str) -> FfmpegBinary | None:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        known = [c for c in data["capabilities"] if c in ALL_CAPABILITIES]
+        return FfmpegBinary(path=path, version=str(data["version"]), capabilities=frozenset(known))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none yet, or unreadable: probe again
+
+
+def _write_probe(file: Path, binary: FfmpegBinary) -> None:
+    """Atomically; a cache that cannot be written (read-only home) only costs a probe."""
+    data = {"version": binary.version, "capabilities": sorted(binary.capabilities)}
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, file)
+    except OSError:
+        return
 
 
 def _bundled_ffmpeg() -> str | None:

@@ -208,6 +208,8 @@ def reduce_job(
 
     t0 = time.perf_counter()
     inputs = {"input": plan.input_sha256}
+    staged_srt = _stage_transcript(voice_report, plan.work_dir)
+    srt: Path | None = None
     try:
         sign_output(
             unsigned, partial, operator, plan.job_id, plan.consent_id, inputs, already_tagged=True
@@ -227,7 +229,9 @@ def reduce_job(
             )
         # The subtitles of what the output says, at the sentences' placed times; committed
         # just before the video, so a finished output always has its transcript beside it.
-        srt = _write_transcript(voice_report, output, plan.work_dir)
+        if staged_srt is not None:
+            srt = transcript_path(output)
+            commit_file(staged_srt, srt)
         commit_file(partial, output)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -304,8 +308,8 @@ def transcript_path(output: Path) -> Path:
     return output.with_suffix(".srt")
 
 
-def _write_transcript(voice: VoiceReport | None, output: Path, work_dir: Path) -> Path | None:
-    """``NAME.srt`` of the re-voiced sentences' text (None when no sentence has text)."""
+def _stage_transcript(voice: VoiceReport | None, work_dir: Path) -> Path | None:
+    """The re-voiced sentences' text as SRT in the work dir (None when no sentence has text)."""
     if voice is None:
         return None
     cues = [(s.start_s, s.end_s, s.text or "") for s in voice.sentences if (s.text or "").strip()]
@@ -313,10 +317,7 @@ def _write_transcript(voice: VoiceReport | None, output: Path, work_dir: Path) -
         return None
     from farm.voice.transcript import write_srt
 
-    target = transcript_path(output)
-    staged = write_srt(cues, work_dir / "transcript.srt")
-    commit_file(staged, target)
-    return target
+    return write_srt(cues, work_dir / "transcript.srt")
 
 
 def face_stack_report(plan: JobPlan, shards: Sequence[ShardResult]) -> FaceStackReport | None:

@@ -42,11 +42,17 @@ import numpy as np
 import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from farm.errors import ConsentError, MediaError, SpecError, plain_reason
+from farm.errors import ConsentError, MediaError, SpecError
 from farm.fsutil import sha256_file
 from farm.voice.asr import ASR_SAMPLE_RATE, AsrSegment, SegmentTranscriber, segments_text
 from farm.voice.settings import SeparatorName, SlicerSettings
-from farm.voice.signal import gain_to_db, peak_normalise_gain, resample, speech_mixdown
+from farm.voice.signal import (
+    gain_to_db,
+    peak_normalise_gain,
+    read_audio,
+    resample,
+    speech_mixdown,
+)
 from farm.voice.slicer import plan_slices
 
 if TYPE_CHECKING:
@@ -321,15 +327,7 @@ class _Clip:
 
 
 def _read(path: Path) -> tuple[np.ndarray, int]:
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (OSError, RuntimeError, sf.LibsndfileError) as exc:
-        raise MediaError(
-            f"cannot read recording {path}: {plain_reason(exc)}; give a WAV/FLAC file"
-        ) from exc
-    if data.shape[0] == 0:
-        raise MediaError(f"recording {path} holds no samples; give a recording of the voice")
-    return np.ascontiguousarray(data), int(rate)
+    return read_audio(path, "recording")
 
 
 def _int16(audio: np.ndarray) -> np.ndarray:

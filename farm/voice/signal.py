@@ -145,14 +145,21 @@ def fit_length_2d(audio: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([x, pad], axis=0)
 
 
-def read_wav_mono(path: Path) -> tuple[np.ndarray, int]:
-    """A WAV (or any libsndfile format) as mono float32 plus its rate; MediaError if unreadable."""
+def read_audio(path: Path, what: str = "audio file") -> tuple[np.ndarray, int]:
+    """A WAV (or any libsndfile format) as float32 (samples, channels) plus its rate; MediaError
+    (naming it as `what`) if it is unreadable or empty."""
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (OSError, RuntimeError, sf.LibsndfileError) as exc:
         raise MediaError(
-            f"cannot read audio file {path}: {plain_reason(exc)}; give a WAV/FLAC file"
+            f"cannot read {what} {path}: {plain_reason(exc)}; give a WAV/FLAC file"
         ) from exc
     if data.shape[0] == 0:
-        raise MediaError(f"audio file {path} holds no samples; give a recording of the voice")
-    return speech_mixdown(data), int(rate)
+        raise MediaError(f"{what} {path} holds no samples; give a recording of the voice")
+    return np.ascontiguousarray(data), int(rate)
+
+
+def read_wav_mono(path: Path) -> tuple[np.ndarray, int]:
+    """A WAV (or any libsndfile format) as mono float32 plus its rate; MediaError if unreadable."""
+    data, rate = read_audio(path)
+    return speech_mixdown(data), rate

@@ -105,28 +105,40 @@ def media() -> Path:
 @pytest.fixture(scope="session")
 def identity_pack(tmp_path_factory: pytest.TempPathFactory, session_farm_home: Path) -> Path:
     """The GRID talker swiz3n (face and voice), consent signed by the session's operator."""
-    import datetime as dt
-
     from farm.face.identity import create_identity
     from farm.models import face_manifest
+
+    voice = media_path(SWIZ3N_VOICE)
+    root = tmp_path_factory.mktemp("identity")
+    consent = swiz3n_consent(root / "consent.yaml", session_farm_home, [voice])
+    create_identity(
+        [media_path(SWIZ3N_FACE)], consent, root / "pack", face_manifest(None), voices=[voice]
+    )
+    return root / "pack"
+
+
+SWIZ3N_FACE = "faces/grid_talker_swiz3n_frontal.png"
+SWIZ3N_VOICE = "audio/grid_swiz3n.wav"
+
+
+def swiz3n_consent(path: Path, home: Path, voice_files: list[Path]) -> Path:
+    """GRID talker swiz3n's consent (face and voice) covering his photo and `voice_files`,
+    signed by the operator in `home`."""
+    import datetime as dt
+
     from farm.provenance.consent import create_consent, write_consent
     from farm.provenance.keys import load_operator
 
-    face = media_path("faces/grid_talker_swiz3n_frontal.png")
-    voice = media_path("audio/grid_swiz3n.wav")
-    root = tmp_path_factory.mktemp("identity")
-    consent = root / "consent.yaml"
     write_consent(
         create_consent(
             subject="GRID talker swiz3n",
             scope=["face", "voice"],
             purpose="tests",
             expires=dt.date(2099, 1, 1),
-            face_files=[face],
-            voice_files=[voice],
-            operator=load_operator(session_farm_home),
+            face_files=[media_path(SWIZ3N_FACE)],
+            voice_files=voice_files,
+            operator=load_operator(home),
         ),
-        consent,
+        path,
     )
-    create_identity([face], consent, root / "pack", face_manifest(None), voices=[voice])
-    return root / "pack"
+    return path

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -70,15 +71,6 @@ class FaceSwapProcessor:
             if settings.reference is None:
                 raise SpecError("faces='reference' needs a reference image (--reference IMG)")
             self._reference = reference_descriptor(self._stack, settings.reference)
-        self._swapper = ClassicSwapper(
-            pack.faces,
-            colour_transfer=settings.colour_transfer,
-            poisson=settings.poisson,
-            keep_mouth=settings.keep_mouth,
-            mask_blur=settings.mask_blur,
-            shape_transfer=settings.shape_transfer,
-            timer=self.timer,
-        )
         self._tracker = FaceTracker(
             self.detector,
             self._stack,
@@ -93,6 +85,21 @@ class FaceSwapProcessor:
         )
         self._context: ShardContext | None = None
         self._chosen: int | None = None
+
+    @cached_property
+    def _swapper(self) -> ClassicSwapper:
+        """The classic renderer, built on first use: a neural renderer (`OnnxSwapProcessor`)
+        or a speaker analysis (`observe`) never draws with it."""
+        settings = self.settings
+        return ClassicSwapper(
+            self.pack.faces,
+            colour_transfer=settings.colour_transfer,
+            poisson=settings.poisson,
+            keep_mouth=settings.keep_mouth,
+            mask_blur=settings.mask_blur,
+            shape_transfer=settings.shape_transfer,
+            timer=self.timer,
+        )
 
     def prepare(self, context: ShardContext) -> None:
         self._context = context

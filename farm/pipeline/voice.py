@@ -155,7 +155,7 @@ def plan_voice_units(plan: JobPlan) -> VoiceUnits | None:
     pack = load_identity(spec.face.identity)
     speakers_of = None
     if revoice_mode(spec) == "swapped" and plan.info.video is not None:
-        speakers_of = partial(_active_speakers, plan, audio.sample_rate)
+        speakers_of = partial(_active_speakers, plan, pack, audio.sample_rate)
     return voice_units_from_pcm(
         decode_audio(plan.info.path, audio),
         audio.sample_rate,
@@ -204,17 +204,19 @@ def revoice_mode(spec: JobSpec) -> str:
 
 
 def _active_speakers(
-    plan: JobPlan, sample_rate: int, sentences: Sequence[Sentence]
+    plan: JobPlan, pack: IdentityPack, sample_rate: int, sentences: Sequence[Sentence]
 ) -> list[SentenceSpeaker]:
     """Who says each sentence, by the swap's own tracker and selection (`farm.voice.speakers`)."""
-    from farm.face.processor import build_from_settings
+    from farm.face.catalogue import full_face_manifest
+    from farm.face.processor import FaceSwapProcessor
     from farm.media.video_io import decode_range, frame_to_bgr
     from farm.voice.speakers import sentence_speakers
 
     video = plan.info.video
     face = plan.spec.face
     assert video is not None and face is not None  # plan_voice_units checked both
-    observer = build_from_settings(face, models_dir=plan.spec.models_dir)
+    # The pack the voice stage loaded (and verified) already; the classic tracker and selection.
+    observer = FaceSwapProcessor(face, pack, full_face_manifest(plan.spec.models_dir))
 
     def read_frames(start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
         for index, frame in decode_range(plan.info.path, video.frame_pts, start, stop):

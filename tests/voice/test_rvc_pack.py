@@ -3,7 +3,6 @@ and a `--voice rvc` job uses it (synthetic graphs of the real signatures stand i
 
 from __future__ import annotations
 
-import datetime as dt
 import subprocess
 from pathlib import Path
 
@@ -12,31 +11,10 @@ import pytest
 from farm.face.identity import load_identity
 from farm.media.ffmpeg import select_ffmpeg
 from farm.models import file_entry, write_manifest
-from farm.provenance.consent import create_consent, write_consent
-from farm.provenance.keys import load_operator
 from farm.spec import JobSpec
-from tests.conftest import farm_cli, media_path
+from tests.conftest import SWIZ3N_FACE, SWIZ3N_VOICE, farm_cli, media_path, swiz3n_consent
 from tests.jobs import run_local
 from tests.voice import rvc_graphs as graphs
-
-FACE = "faces/grid_talker_swiz3n_frontal.png"
-VOICE = "audio/grid_swiz3n.wav"
-
-
-def _consent(path: Path, home: Path, voices: list[Path]) -> Path:
-    write_consent(
-        create_consent(
-            subject="GRID talker swiz3n",
-            scope=["face", "voice"],
-            purpose="tests",
-            expires=dt.date(2099, 1, 1),
-            face_files=[media_path(FACE)],
-            voice_files=voices,
-            operator=load_operator(home),
-        ),
-        path,
-    )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +26,8 @@ def generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _create(pack: Path, consent: Path, generator: Path) -> subprocess.CompletedProcess[str]:
     return farm_cli(
-        "identity", "create", "--face", str(media_path(FACE)), "--voice",
-        str(media_path(VOICE)), "--consent", str(consent), "--rvc-model", str(generator),
+        "identity", "create", "--face", str(media_path(SWIZ3N_FACE)), "--voice",
+        str(media_path(SWIZ3N_VOICE)), "--consent", str(consent), "--rvc-model", str(generator),
         "--rvc-sample-rate", "40000", "-o", str(pack),
     )  # fmt: skip
 
@@ -57,7 +35,7 @@ def _create(pack: Path, consent: Path, generator: Path) -> subprocess.CompletedP
 def test_a_voice_model_the_consent_does_not_list_is_refused(
     tmp_path: Path, session_farm_home: Path, generator: Path
 ) -> None:
-    consent = _consent(tmp_path / "c.yaml", session_farm_home, [media_path(VOICE)])
+    consent = swiz3n_consent(tmp_path / "c.yaml", session_farm_home, [media_path(SWIZ3N_VOICE)])
     result = _create(tmp_path / "pack", consent, generator)
     assert result.returncode != 0
     assert "does not cover reference voice swiz3n_rvc.onnx" in result.stderr
@@ -68,7 +46,8 @@ def test_a_voice_model_the_consent_does_not_list_is_refused(
 def test_a_rvc_job_uses_the_generator_in_the_pack(
     tmp_path: Path, session_farm_home: Path, generator: Path
 ) -> None:
-    consent = _consent(tmp_path / "c.yaml", session_farm_home, [media_path(VOICE), generator])
+    voices = [media_path(SWIZ3N_VOICE), generator]
+    consent = swiz3n_consent(tmp_path / "c.yaml", session_farm_home, voices)
     pack_dir = tmp_path / "pack"
     result = _create(pack_dir, consent, generator)
     assert result.returncode == 0, result.stderr
@@ -91,7 +70,7 @@ def test_a_rvc_job_uses_the_generator_in_the_pack(
     clip = tmp_path / "talk.mp4"
     subprocess.run(
         [select_ffmpeg({"libx264", "aac"}).path, "-hide_banner", "-loglevel", "error",
-         "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=10", "-i", str(media_path(VOICE)),
+         "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=10", "-i", str(media_path(SWIZ3N_VOICE)),
          "-shortest", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(clip)],
         check=True,
     )  # fmt: skip

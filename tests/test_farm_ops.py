@@ -187,10 +187,22 @@ def test_killed_driver_resumes_a_face_swap_job_identically(
     assert not out.with_name(f"{out.name}.report.html").exists()
 
 
+# What a terminal gives a program: SIGINT at its default. A shell that starts a job in the
+# background (`cmd &` without job control, as some CI launchers do) leaves SIGINT ignored, the
+# ignore is inherited across exec, and Python then installs no KeyboardInterrupt handler: Ctrl-C
+# would never reach `farm run`. Reset it, then exec `python -m MODULE ARGS`.
+_WITH_DEFAULT_SIGINT = (
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', *sys.argv[1:]])",
+)
+
+
 def _start_slow_run(src: Path, out: Path, work: Path) -> subprocess.Popen[str]:
     """`farm run` of a passthrough job on one worker, one-second shards, in its own session."""
     return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "run", str(src), "-o", str(out), "--work-dir",
+        [*_WITH_DEFAULT_SIGINT, "cli.main", "run", str(src), "-o", str(out), "--work-dir",
          str(work), "--passthrough", "--no-report", "--workers", "1", "--max-shard-seconds", "1"],
         cwd=REPO,
         stdout=subprocess.DEVNULL,

@@ -53,35 +53,19 @@ def create(
     ] = None,
 ) -> None:
     """Write an identity pack: aligned faces, landmarks, descriptors, voice references, consent."""
-    from farm.face.identity import create_identity
-    from farm.face.stack_choice import pack_embedder
-    from farm.models import face_manifest
-    from farm.provenance.consent import check_consent
-    from farm.provenance.keys import load_trust
+    from farm.face.identity import create_consented_identity
 
     try:
         # Refused before anything is written: signed, trusted, current, in scope, covering
-        # exactly these photos and voice clips.
-        # A voice model trained on the person is their voice too: the consent must list it.
-        voice_files = [*(voice or []), *([rvc_model] if rvc_model is not None else [])]
-        scope = {"face", "voice"} if voice_files else {"face"}
-        if rvc_sample_rate is not None and rvc_sample_rate not in (32000, 40000, 48000):
-            raise SpecError(f"--rvc-sample-rate {rvc_sample_rate}: use 32000, 40000 or 48000")
-        check_consent(
-            consent,
-            scope=scope,
-            face_files=list(face),
-            voice_files=voice_files,
-            trust=load_trust(),
-        )
-        created = create_identity(
+        # exactly these photos, voice clips and voice model.
+        created = create_consented_identity(
             list(face),
             consent,
             output,
-            face_manifest(models_dir),
             voices=list(voice or []),
-            embedder=pack_embedder(models_dir),
-            rvc_models=[] if rvc_model is None else [(rvc_model, rvc_sample_rate)],
+            models_dir=models_dir,
+            rvc_model=rvc_model,
+            rvc_sample_rate=rvc_sample_rate,
         )
     except FarmError as exc:
         fail(exc)
@@ -153,7 +137,6 @@ def voice_dataset(
     """GPT-SoVITS training data from consented recordings: 32 kHz clips, a .list, a summary."""
     from pydantic import ValidationError
 
-    from farm.errors import SpecError
     from farm.provenance.keys import load_trust
     from farm.voice.asr import create_segment_transcriber
     from farm.voice.dataset import (

@@ -523,3 +523,46 @@ def _check_wav(path: Path) -> None:
         header = handle.read(12)
     if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
         raise MediaError(f"voice reference {path} is not a WAV file (no RIFF/WAVE header)")
+
+
+def create_consented_identity(
+    faces: list[Path],
+    consent: Path,
+    output: Path,
+    *,
+    voices: list[Path] | None = None,
+    models_dir: Path | None = None,
+    rvc_model: Path | None = None,
+    rvc_sample_rate: int | None = None,
+) -> CreatedIdentity:
+    """`farm identity create` and ``POST /v1/identities``: refuse unless the consent record is
+    signed, trusted, current, in scope and covers exactly these photos, voice clips and voice
+    model, then build the pack (with ArcFace embeddings when ``models_dir`` has ArcFace).
+
+    A voice model trained on the person is their voice too, so the consent must list it.
+    """
+    from farm.face.stack_choice import pack_embedder
+    from farm.models import face_manifest
+    from farm.provenance.consent import check_consent
+    from farm.provenance.keys import load_trust
+
+    voices = list(voices or [])
+    voice_files = [*voices, *([rvc_model] if rvc_model is not None else [])]
+    if rvc_sample_rate is not None and rvc_sample_rate not in (32000, 40000, 48000):
+        raise SpecError(f"--rvc-sample-rate {rvc_sample_rate}: use 32000, 40000 or 48000")
+    check_consent(
+        consent,
+        scope={"face", "voice"} if voice_files else {"face"},
+        face_files=list(faces),
+        voice_files=voice_files,
+        trust=load_trust(),
+    )
+    return create_identity(
+        list(faces),
+        consent,
+        output,
+        face_manifest(models_dir),
+        voices=voices,
+        embedder=pack_embedder(models_dir),
+        rvc_models=[] if rvc_model is None else [(rvc_model, rvc_sample_rate)],
+    )

@@ -1,0 +1,1 @@
+"""The API's durable records: SQLAlchemy models, Alembic migrations, `RecordStore`."""

@@ -94,6 +94,11 @@ def _register_subcommands() -> None:
 
     app.command("eval")(evaluate)
 
+    from cli.api import serve_api, tokens_app
+
+    app.add_typer(tokens_app, name="tokens")
+    app.command("serve")(serve_api)
+
     from cli.cluster import batch, logs, status, submit
 
     app.command("batch")(batch)

@@ -16,6 +16,15 @@ import pytest
 import ray
 
 from actors.errors import unwrap
+from deploy.errors import (
+    ApiRefused,
+    IdempotencyConflict,
+    IdentityInUse,
+    QuotaExceeded,
+    RecordConflict,
+    TooManyRequests,
+)
+from deploy.launcher import ClusterUnavailable
 from farm.chaos import ChaosSettings
 from farm.errors import (
     Cancelled,
@@ -87,9 +96,10 @@ def _every_farm_error() -> set[type[FarmError]]:
     import pkgutil
 
     import actors
+    import deploy
     import farm
 
-    for package in (farm, actors):
+    for package in (farm, actors, deploy):
         for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
             importlib.import_module(module.name)
     return _subclasses(FarmError) | {FarmError}
@@ -118,8 +128,22 @@ ERROR_EXAMPLES: dict[type[FarmError], FarmError] = {
     OperatorKeyError: OperatorKeyError("operator key missing"),
     GptSovitsRejected: GptSovitsRejected("sentence 2: GPT-SoVITS answered 400: bad language"),
     GptSovitsUnavailable: GptSovitsUnavailable("sentence 2: no GPT-SoVITS server at :9880"),
+    ApiRefused: ApiRefused("the upload is not a video", status=415),
+    RecordConflict: RecordConflict("job j1 has already ended"),
+    IdempotencyConflict: IdempotencyConflict("Idempotency-Key k1 was used for another request"),
+    IdentityInUse: IdentityInUse("identity p1 is used by 2 active jobs"),
+    TooManyRequests: TooManyRequests("over 60 requests a minute", retry_after_s=12.5),
+    QuotaExceeded: QuotaExceeded("4 jobs are already active", retry_after_s=30.0),
+    ClusterUnavailable: ClusterUnavailable("the Ray cluster does not answer"),
 }
-RETRYABLE = {SourceUnavailable, ShardFailed, GptSovitsUnavailable}
+RETRYABLE = {
+    SourceUnavailable,
+    ShardFailed,
+    GptSovitsUnavailable,
+    TooManyRequests,
+    QuotaExceeded,
+    ClusterUnavailable,
+}
 
 
 def test_every_farm_error_has_an_example() -> None:

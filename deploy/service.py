@@ -594,6 +594,10 @@ _DUMMY_TOKEN = TokenRecord(
 
 # -- following jobs: the reconciler -----------------------------------------------------------
 
+LAUNCH_GRACE_S = 180.0
+"""How long a queued job may have no actor before it counts as lost: a launch waits up to two
+minutes for its actor to start (`deploy.ray_launcher.START_TIMEOUT_S`)."""
+
 
 class Reconciler:
     """Follows every active job record to its job actor, in the background of a replica.
@@ -703,9 +707,15 @@ class Reconciler:
         self._actor_gone(record)
 
     def _actor_gone(self, record: JobRecord) -> None:
-        """The job actor is not there: committed, resumable, or lost."""
+        """The job actor is not there: not started yet, committed, resumable, or lost."""
         from farm.pipeline.report import JobReport
         from farm.plan.ledger import Ledger
+
+        # The record is written before its actor is launched (so no job runs unrecorded): a
+        # queued job no actor has reported on yet may still be starting.
+        starting = record.state == "queued" and record.status is None
+        if starting and self.clock() - record.updated_at < dt.timedelta(seconds=LAUNCH_GRACE_S):
+            return
 
         output = Path(record.output_path)
         report = report_path(output)

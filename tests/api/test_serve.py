@@ -74,6 +74,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     try:
         yield {
             "url": f"http://127.0.0.1:{port}",
+            "port": port,
             "headers": {"Authorization": f"Bearer {made.stdout.strip()}"},
             "secret": secret,
             "hooks": f"http://127.0.0.1:{hooks.server_address[1]}/hook",
@@ -145,12 +146,13 @@ def test_jobs_by_upload_and_uri_follow_events_and_download(
         assert verified.returncode == 0 and "labelled" in verified.stdout.lower()
         outputs.append(out)
 
-    # `farm run` of the same spec on the same cluster: the same video stream.
+    # `farm run` of the same spec on the same cluster: the same video stream (the watermark
+    # payload is the job id, and the input's path is part of it).
     job = by_uri.json()
     mine = tmp_path / "farm-run.mp4"
     ran = farm(
         "run",
-        str(media_path(CLIP)),
+        str(media_path(CLIP).resolve()),  # the API names an input by its real path
         "-o",
         str(mine),
         "--passthrough",
@@ -190,7 +192,10 @@ def test_fifty_clients_polling_while_five_jobs_are_submitted_see_no_error(
     assert list(loaded.jobs.values()) == ["succeeded"] * 5
 
 
-def test_a_serve_restart_while_a_job_renders_loses_nothing(served: dict[str, Any]) -> None:
+@pytest.mark.parametrize("restart", ["application", "serve"])
+def test_a_serve_restart_while_a_job_renders_loses_nothing(
+    served: dict[str, Any], restart: str
+) -> None:
     from ray import serve
 
     from deploy.ray_launcher import RayLauncher
@@ -213,12 +218,17 @@ def test_a_serve_restart_while_a_job_renders_loses_nothing(served: dict[str, Any
     url = f"{base}/v1/jobs/{job['job_id']}"
     while httpx.get(url, headers=headers).json()["state"] == "queued":
         time.sleep(0.1)
-    serve.delete(APP_NAME)
+    if restart == "application":
+        serve.delete(APP_NAME)
+    else:  # the head's whole Serve: controller, proxies and replicas
+        serve.shutdown()
     with pytest.raises(httpx.HTTPError):
         httpx.get(url, headers=headers, timeout=5).raise_for_status()
     # The job renders on in its actor with no API at all (asked here as a replica asks).
     during = RayLauncher().status(job["run_id"])
     assert during is not None and during.state in ("running", "reducing"), during
+    if restart == "serve":
+        serve.start(http_options={"host": "127.0.0.1", "port": served["port"]})
     serve.run(app_builder(served["args"]), name=APP_NAME, route_prefix="/")
     states = []
     deadline = time.monotonic() + 300
@@ -234,3 +244,39 @@ def test_a_serve_restart_while_a_job_renders_loses_nothing(served: dict[str, Any
     assert body["resumes"] == 0  # the job actor kept running: re-attached, not redone
     listed = httpx.get(f"{base}/v1/jobs", headers=headers).json()["jobs"]
     assert job["job_id"] in [j["job_id"] for j in listed]
+
+
+def test_a_job_whose_actor_is_killed_is_resumed_from_its_ledger(served: dict[str, Any]) -> None:
+    import ray
+
+    from actors.job_actor import actor_name
+    from actors.runtime import NAMESPACE
+
+    base, headers = served["url"], served["headers"]
+    settings = {
+        "passthrough": True,
+        "report": {"judges": False},
+        "input_uri": f"file://{media_path(LONG_CLIP)}",
+        "video": {"min_shard_s": 0.2, "max_shard_s": 0.5, "intermediate": "lossless"},
+        "cluster": {"video_workers": 1, "max_inflight_per_worker": 1},
+    }
+    posted = httpx.post(
+        f"{base}/v1/jobs", data={"settings": json.dumps(settings)}, headers=headers, timeout=120
+    )
+    assert posted.status_code == 202, posted.text
+    job = posted.json()
+    url = f"{base}/v1/jobs/{job['job_id']}"
+    while httpx.get(url, headers=headers).json()["progress"]["shards_done"] < 2:
+        time.sleep(0.1)
+    ray.kill(ray.get_actor(actor_name(job["run_id"]), namespace=NAMESPACE), no_restart=True)
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        body = httpx.get(url, headers=headers, timeout=30).json()
+        if body["state"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.3)
+    assert body["state"] == "succeeded", body
+    assert body["resumes"] == 1 and body["run_id"] != job["run_id"]
+    report = httpx.get(base + body["urls"]["report_json"], headers=headers, timeout=30).json()
+    assert len(report["shards_reused"]) >= 2  # the shards done before the kill were kept

@@ -18,7 +18,7 @@ from farm.voice.synth.espeak import choose_engine, open_engine
 from tests.conftest import media_path
 from tests.voice.helpers import median_f0
 
-TEXT = "Please call me back when you get home tonight."  # Whisper tiny.en hears it verbatim
+TEXT = "Please call me back when you get home tonight."  # everyday words
 LIBRARY = EspeakSettings(engine="library")
 
 
@@ -50,12 +50,26 @@ def test_speed_setting_changes_duration() -> None:
     assert slow_audio.size > 2.0 * fast_audio.size
 
 
+SENTENCES = (
+    TEXT,
+    "The weather is cold and the river is frozen.",
+    "She bought three apples and a loaf of bread.",
+    "Open the window, the room is too warm.",
+    "The children played in the garden after school.",
+)
+
+
 def test_whisper_understands_the_library_output() -> None:
+    # Several sentences, judged together: one short sentence is one noisy sample (Whisper's
+    # int8 kernels differ by CPU, and "tonight" became "to hide" on one machine).
     _, engine = open_engine(LIBRARY)
-    audio, rate = engine.speak(TEXT)
     asr = WhisperAsr(judge_manifest().verified_path(WHISPER_TINY_EN).parent)
-    heard = asr.transcribe(resample(audio, rate, 16000))
-    assert word_error_rate(TEXT, heard) <= 0.2, heard
+    heard = []
+    for sentence in SENTENCES:
+        audio, rate = engine.speak(sentence)
+        heard.append(asr.transcribe(resample(audio, rate, 16000)))
+    rates = [word_error_rate(said, got) for said, got in zip(SENTENCES, heard, strict=True)]
+    assert sum(rates) / len(rates) <= 0.2, list(zip(rates, heard, strict=True))
 
 
 def test_full_synth_converts_the_library_speech_toward_the_reference() -> None:

@@ -307,6 +307,9 @@ class FarmService:
 
     def identity(self, caller: Caller, identity_id: str) -> IdentityRecord:
         self.require(caller, "read")
+        return self._owned_identity(caller, identity_id)
+
+    def _owned_identity(self, caller: Caller, identity_id: str) -> IdentityRecord:
         record = self.store.get_identity(identity_id)
         if record is None or not caller.owns(record.owner):
             raise ApiRefused(f"no identity {identity_id[:40]}", status=404)
@@ -314,9 +317,7 @@ class FarmService:
 
     def delete_identity(self, caller: Caller, identity_id: str) -> None:
         self.require(caller, "submit")
-        record = self.store.get_identity(identity_id)
-        if record is None or not caller.owns(record.owner):
-            raise ApiRefused(f"no identity {identity_id[:40]}", status=404)
+        self._owned_identity(caller, identity_id)
         deleted = self.store.delete_identity(identity_id)  # IdentityInUse while jobs use it
         if deleted is not None:
             shutil.rmtree(Path(deleted.pack_dir).parent, ignore_errors=True)
@@ -501,10 +502,7 @@ class FarmService:
 
     def job(self, caller: Caller, job_id: str) -> JobRecord:
         self.require(caller, "read")
-        record = self.store.get_job(job_id)
-        if record is None or not caller.owns(record.owner):
-            raise ApiRefused(f"no job {job_id[:40]}", status=404)
-        return record
+        return self._owned_job(caller, job_id)
 
     def live_view(self, record: JobRecord) -> JobView:
         """The record, with the job actor's newest status while the job is active."""
@@ -526,7 +524,7 @@ class FarmService:
 
     def cancel_job(self, caller: Caller, job_id: str) -> JobRecord:
         self.require(caller, "submit")
-        record = self.job_unscoped(caller, job_id)
+        record = self._owned_job(caller, job_id)
         active = record.state in ACTIVE_STATES and record.run_id is not None
         if active and not self.launcher.cancel(record.run_id or ""):
             updated = self.store.update_job(
@@ -535,7 +533,7 @@ class FarmService:
             record = updated or record
         return record
 
-    def job_unscoped(self, caller: Caller, job_id: str) -> JobRecord:
+    def _owned_job(self, caller: Caller, job_id: str) -> JobRecord:
         record = self.store.get_job(job_id)
         if record is None or not caller.owns(record.owner):
             raise ApiRefused(f"no job {job_id[:40]}", status=404)

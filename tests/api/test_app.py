@@ -113,6 +113,14 @@ def test_a_job_by_uri_runs_and_its_output_streams_with_ranges(
     verified = farm_cli("verify", str(downloaded))
     assert verified.returncode == 0, verified.stderr
     assert "labelled" in verified.stdout.lower()
+    # The same audit entry `farm run` appends: this run, this job, the chain intact.
+    from farm.provenance.audit import AuditLog
+    from farm.provenance.keys import farm_home
+
+    with AuditLog(farm_home() / "audit.sqlite") as audit:
+        audit.verify_chain()
+        runs = {e.run_id: e.job_id for e in audit.entries()}
+    assert runs[alice_job["run_id"]] == alice_job["pipeline_job_id"] == report["job_id"]
 
 
 @pytest.mark.parametrize(

@@ -192,6 +192,27 @@ def test_fifty_clients_polling_while_five_jobs_are_submitted_see_no_error(
     assert list(loaded.jobs.values()) == ["succeeded"] * 5
 
 
+def _submit_slow_job(served: dict[str, Any]) -> dict[str, Any]:
+    """A passthrough job of the 12 s clip in 0.5 s shards, one worker rendering one shard at a
+    time: long enough to outlast a Serve restart or a killed actor."""
+    settings = {
+        "passthrough": True,
+        "report": {"judges": False},
+        "input_uri": f"file://{media_path(LONG_CLIP)}",
+        "video": {"min_shard_s": 0.2, "max_shard_s": 0.5, "intermediate": "lossless"},
+        "cluster": {"video_workers": 1, "max_inflight_per_worker": 1},
+    }
+    posted = httpx.post(
+        f"{served['url']}/v1/jobs",
+        data={"settings": json.dumps(settings)},
+        headers=served["headers"],
+        timeout=120,
+    )
+    assert posted.status_code == 202, posted.text
+    job: dict[str, Any] = posted.json()
+    return job
+
+
 @pytest.mark.parametrize("restart", ["application", "serve"])
 def test_a_serve_restart_while_a_job_renders_loses_nothing(
     served: dict[str, Any], restart: str
@@ -202,19 +223,7 @@ def test_a_serve_restart_while_a_job_renders_loses_nothing(
     from deploy.serve import APP_NAME, app_builder
 
     base, headers = served["url"], served["headers"]
-    settings = {
-        "passthrough": True,
-        "report": {"judges": False},
-        "input_uri": f"file://{media_path(LONG_CLIP)}",
-        "video": {"min_shard_s": 0.2, "max_shard_s": 0.5, "intermediate": "lossless"},
-        # one worker, one shard at a time: long enough to outlast the restart
-        "cluster": {"video_workers": 1, "max_inflight_per_worker": 1},
-    }
-    posted = httpx.post(
-        f"{base}/v1/jobs", data={"settings": json.dumps(settings)}, headers=headers, timeout=120
-    )
-    assert posted.status_code == 202, posted.text
-    job = posted.json()
+    job = _submit_slow_job(served)
     url = f"{base}/v1/jobs/{job['job_id']}"
     while httpx.get(url, headers=headers).json()["state"] == "queued":
         time.sleep(0.1)
@@ -226,7 +235,7 @@ def test_a_serve_restart_while_a_job_renders_loses_nothing(
         httpx.get(url, headers=headers, timeout=5).raise_for_status()
     # The job renders on in its actor with no API at all (asked here as a replica asks).
     during = RayLauncher().status(job["run_id"])
-    assert during is not None and during.state in ("running", "reducing"), during
+    assert during is not None and during.state in ("planning", "running", "reducing"), during
     if restart == "serve":
         serve.start(http_options={"host": "127.0.0.1", "port": served["port"]})
     serve.run(app_builder(served["args"]), name=APP_NAME, route_prefix="/")
@@ -239,8 +248,7 @@ def test_a_serve_restart_while_a_job_renders_loses_nothing(
             break
         assert body["progress"]["frames_total"] > 0
         time.sleep(0.3)
-    print("states after the restart:", states)
-    assert states[-1] == "succeeded", body
+    assert states[-1] == "succeeded", (states, body)
     assert body["resumes"] == 0  # the job actor kept running: re-attached, not redone
     listed = httpx.get(f"{base}/v1/jobs", headers=headers).json()["jobs"]
     assert job["job_id"] in [j["job_id"] for j in listed]
@@ -253,18 +261,7 @@ def test_a_job_whose_actor_is_killed_is_resumed_from_its_ledger(served: dict[str
     from actors.runtime import NAMESPACE
 
     base, headers = served["url"], served["headers"]
-    settings = {
-        "passthrough": True,
-        "report": {"judges": False},
-        "input_uri": f"file://{media_path(LONG_CLIP)}",
-        "video": {"min_shard_s": 0.2, "max_shard_s": 0.5, "intermediate": "lossless"},
-        "cluster": {"video_workers": 1, "max_inflight_per_worker": 1},
-    }
-    posted = httpx.post(
-        f"{base}/v1/jobs", data={"settings": json.dumps(settings)}, headers=headers, timeout=120
-    )
-    assert posted.status_code == 202, posted.text
-    job = posted.json()
+    job = _submit_slow_job(served)
     url = f"{base}/v1/jobs/{job['job_id']}"
     while httpx.get(url, headers=headers).json()["progress"]["shards_done"] < 2:
         time.sleep(0.1)

@@ -325,7 +325,16 @@ def create_app(service: FarmService, *, reconcile: bool = True) -> FastAPI:
 
     # -- jobs -------------------------------------------------------------------------------
 
-    @app.post("/v1/jobs", status_code=202, response_model=JobView, tags=["jobs"], responses=ERRORS)
+    @app.post(
+        "/v1/jobs",
+        status_code=202,
+        response_model=JobView,
+        tags=["jobs"],
+        responses={
+            **ERRORS,
+            200: {"model": JobView, "description": "the job this Idempotency-Key made before"},
+        },
+    )
     def submit_job(
         who: Authed,
         settings: Annotated[

@@ -427,6 +427,7 @@ class FarmService:
                     f"settings.identity: no identity {request.identity[:40]}", status=422
                 )
             pack = Path(identity.pack_dir)
+        # Refused early, before preflight reads the input; `add_job` checks again under lock.
         if self.store.count_active_jobs(caller.token.token_id) >= self.settings.max_active_jobs:
             raise QuotaExceeded(
                 f"token {caller.token.name} already has {self.settings.max_active_jobs} active "

@@ -13,9 +13,10 @@ import json
 import threading
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from pydantic import BaseModel
 from sqlalchemy import event, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -128,59 +129,34 @@ def upgrade(url: str, engine: Engine | None = None) -> None:
             engine.dispose()
 
 
-def _token(row: TokenRow) -> TokenRecord:
-    return TokenRecord(
-        token_id=row.token_id,
-        name=row.name,
-        scopes=tuple(row.scopes),  # type: ignore[arg-type]
-        secret_hash=row.secret_hash,
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
+RecordT = TypeVar("RecordT", bound=BaseModel)
+
+
+def _record(model: type[RecordT], row: object, **renamed: str) -> RecordT:
+    """The record of a row: each field from the column of its name (``renamed``: field=column)."""
+    return model.model_validate(
+        {name: getattr(row, renamed.get(name, name)) for name in model.model_fields}
     )
+
+
+def _token(row: TokenRow) -> TokenRecord:
+    return _record(TokenRecord, row)
 
 
 def _identity(row: IdentityRow) -> IdentityRecord:
-    return IdentityRecord(
-        identity_id=row.identity_id,
-        owner=row.owner,
-        pack_dir=row.pack_dir,
-        subject=row.subject,
-        consent_id=row.consent_id,
-        consent_sha256=row.consent_sha256,
-        faces=row.faces,
-        voice_refs=row.voice_refs,
-        created_at=row.created_at,
-    )
-
-
-JOB_FIELDS = tuple(JobRecord.model_fields)
+    return _record(IdentityRecord, row)
 
 
 def _job(row: JobRow) -> JobRecord:
-    return JobRecord.model_validate({name: getattr(row, name) for name in JOB_FIELDS})
+    return _record(JobRecord, row)
 
 
 def _delivery(row: DeliveryRow) -> WebhookDelivery:
-    return WebhookDelivery(
-        delivery_id=row.id,
-        job_id=row.job_id,
-        url=row.url,
-        body=row.body,
-        attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at,
-        delivered=row.delivered,
-    )
+    return _record(WebhookDelivery, row, delivery_id="id")
 
 
 def _attempt(row: AttemptRow) -> WebhookAttempt:
-    return WebhookAttempt(
-        delivery_id=row.delivery_id,
-        job_id=row.job_id,
-        attempt=row.attempt,
-        at=row.at,
-        status_code=row.status_code,
-        error=row.error,
-    )
+    return _record(WebhookAttempt, row)
 
 
 def _cursor(row: JobRow) -> str:

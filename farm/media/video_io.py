@@ -20,6 +20,7 @@ import av.error
 import numpy as np
 
 from farm.errors import MediaError, SourceUnavailable, plain_reason
+from farm.media.cpu import cpu_flags, x264_run_options
 from farm.media.probe import ColorTags
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,10 @@ def configure_stream(stream: av.VideoStream, settings: EncoderSettings) -> None:
     cc.height = settings.height
     cc.pix_fmt = settings.pix_fmt
     cc.thread_count = max(1, settings.threads)
-    cc.options = settings.option_dict()
+    options = settings.option_dict()
+    if settings.codec == "libx264":
+        options = x264_run_options(options, cpu_flags())
+    cc.options = options
     apply_color_tags(cc, settings.color)
 
 

@@ -108,6 +108,10 @@ def test_a_job_by_uri_runs_and_its_output_streams_with_ranges(
     assert part.content == whole.content[100:1100]
     report = client.get(alice_job["urls"]["report_json"], headers=tokens["alice"]).json()
     assert report["frames"] == alice_job["progress"]["frames_total"]
+    for url in (alice_job["urls"]["report_html"], alice_job["urls"]["transcript_srt"]):
+        # A passthrough without judges writes neither the page nor a transcript.
+        missing = client.get(url, headers=tokens["alice"])
+        assert missing.status_code == 404 and "not written for it" in missing.text, url
     downloaded = tmp_path / "out.mp4"
     downloaded.write_bytes(whole.content)
     verified = farm_cli("verify", str(downloaded))

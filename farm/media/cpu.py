@@ -44,8 +44,7 @@ def x264_asm(cpu_flags: Collection[str]) -> str | None:
     """x264's ``asm`` setting for a CPU with these flags: None leaves x264's detection alone."""
     if "avx512f" not in cpu_flags:
         return None
-    names = [name for flag, name in X264_LEVELS if flag in cpu_flags]
-    return ",".join(dict.fromkeys(names))
+    return ",".join(name for flag, name in X264_LEVELS if flag in cpu_flags)
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo"), machine: str | None = None) -> frozenset[str]:

@@ -25,6 +25,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.errors import SYSTEM_FAILURES
+from actors.metrics import metrics_exporter
 from actors.ray_runner import RayRunner
 from actors.runtime import NAMESPACE
 from farm.errors import Cancelled, FarmError, record_unexpected
@@ -68,6 +69,7 @@ class JobActor:
         self._tracker = ProgressTracker(
             run_id=run_id, input=str(spec.input), output=str(spec.output), detached=detached
         )
+        self._exporter = metrics_exporter()
         self._events: list[Event] = []
         self._seq = 0
         self._changed = threading.Condition()
@@ -88,6 +90,8 @@ class JobActor:
             if len(self._events) > MAX_EVENTS:
                 del self._events[: len(self._events) - MAX_EVENTS]
             self._tracker.apply(event)
+            if self._exporter is not None:  # in order, and without waiting for it
+                self._exporter.record.remote(self.run_id, event)
             self._changed.notify_all()
 
     def _main(self) -> None:

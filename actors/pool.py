@@ -255,7 +255,7 @@ class UnitPool:
         items: list[WorkItem],
         on_done: Callable[[UnitResult], None],
         cancel: Any,
-        on_tick: Callable[[dict[str, int], dict[str, int]], None] | None = None,
+        on_tick: Callable[[dict[str, int], dict[str, int], float], None] | None = None,
         poll_s: float = 0.05,
     ) -> None:
         """Run every item to success; raise the first failure retries cannot fix."""
@@ -269,9 +269,11 @@ class UnitPool:
             self._probe()
             self._dispatch(queue)
             if on_tick is not None:
+                now = time.monotonic()
                 on_tick(
                     _by_kind(item.kind for item in queue),
                     _by_kind(e.item.kind for e in self._inflight.values()),
+                    max((now - e.started for e in self._inflight.values()), default=0.0),
                 )
             if not self._inflight:
                 time.sleep(poll_s)  # every slot is on probation (starting or replaced)

@@ -175,7 +175,7 @@ class RayRunner:
             self.fleet.release.remote(self.run_id, None, surplus)
         last = 0.0
 
-        def on_tick(queued: dict[str, int], inflight: dict[str, int]) -> None:
+        def on_tick(queued: dict[str, int], inflight: dict[str, int], oldest_s: float) -> None:
             nonlocal last
             now = time.monotonic()
             if now - last < PROGRESS_EVERY_S:
@@ -186,7 +186,14 @@ class RayRunner:
             except Exception:  # progress is best effort; the work is not
                 active = {}
             on_event(
-                {"event": "progress", "active": active, "queued": queued, "inflight": inflight}
+                {
+                    "event": "progress",
+                    "active": active,
+                    "queued": queued,
+                    "inflight": inflight,
+                    "oldest_s": round(oldest_s, 3),
+                    "timeout_s": spec.cluster.shard_timeout_s,
+                }
             )
 
         try:

@@ -217,10 +217,14 @@ def test_metrics_are_served(clips: Path, tmp_path: Path) -> None:
         _spec(src, tmp_path / "m.mp4", max_shard_s=1.0, min_shard_s=0.2), on_event=metrics.record
     )
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    assert f'farm_frames_total{{stage="video"}} {float(summary.frames)}' in body
-    assert f'farm_shards_total{{status="done"}} {float(summary.shards)}' in body
-    assert "farm_shard_seconds_bucket" in body
+    job = f'job_id="{summary.job_id}"'
+    assert f'farm_frames_total{{{job},stage="video"}} {float(summary.frames)}' in body
+    assert f'farm_shards_total{{{job},status="done"}} {float(summary.shards)}' in body
+    assert f'farm_shard_seconds_bucket{{{job},le="+Inf",stage="video"}}' in body
     assert 'farm_jobs_total{status="succeeded"} 1.0' in body
+    # the job has ended: nothing of it is left counted as running or queued
+    assert f'farm_job_state{{{job},state="running"}} 0.0' in body
+    assert f'farm_queue_depth{{{job},stage="video"}} 0.0' in body
 
 
 def test_identity_job_swaps_revoices_and_labels(identity_pack: Path, tmp_path: Path) -> None:

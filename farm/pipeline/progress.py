@@ -9,11 +9,12 @@ draws them, metrics count them, the job actor keeps them for watchers and folds 
      "sentences": n, "sentences_reused": [indices], "work_dir"}
     {"event": "workers", "workers": [WorkerReport, ...]}
     {"event": "progress", "active": {shard name: frames done},
-     "queued": {"video": n, "voice": n}, "inflight": {"video": n, "voice": n}}
+     "queued": {"video": n, "voice": n}, "inflight": {"video": n, "voice": n},
+     "oldest_s": age of the oldest unit in flight, "timeout_s": when a unit is re-run}
     {"event": "warning", "message"}        a result the user should know about
     {"event": "notice", "message"}         what the job does on its own (resuming a run)
     {"event": "shard_done", "shard", "frames", "seconds"}
-    {"event": "sentence_done", "sentence", "seconds"}
+    {"event": "sentence_done", "sentence", "seconds", "stretch_ratio", "in_band"}
     {"event": "retry", "unit", "reason"}
     {"event": "reducing"}
     {"event": "finished", "output", "report": JobReport}

@@ -191,7 +191,15 @@ def _execute(
         else:
             ledger.mark_sentence(result.index, result.record())
             sentences[result.index] = result
-            emit({"event": "sentence_done", "sentence": result.index, "seconds": result.seconds})
+            emit(
+                {
+                    "event": "sentence_done",
+                    "sentence": result.index,
+                    "seconds": result.seconds,
+                    "stretch_ratio": result.report.stretch_ratio,
+                    "in_band": result.report.in_band,
+                }
+            )
 
     _check_cancel(cancel, plan)
     outcome = RunOutcome()

@@ -145,3 +145,15 @@ def test_one_exporter_keeps_the_runs_of_many_jobs_apart() -> None:
     assert _value(metrics, "farm_job_state", job_id="job1", state="running") == 0
     assert _value(metrics, "farm_job_state", job_id="job2", state="running") == 1
     assert _value(metrics, "farm_jobs_total", status="failed") == 1
+
+
+def test_the_exporter_port_comes_from_the_environment() -> None:
+    from actors.metrics import exporter_port
+    from farm.errors import SpecError
+
+    assert exporter_port({}) is None
+    assert exporter_port({"FARM_METRICS_PORT": " "}) is None
+    assert exporter_port({"FARM_METRICS_PORT": "9100"}) == 9100
+    for bad in ("http", "0", "70000", "-1"):
+        with pytest.raises(SpecError, match="FARM_METRICS_PORT must be a port number"):
+            exporter_port({"FARM_METRICS_PORT": bad})

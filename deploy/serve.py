@@ -51,8 +51,9 @@ def build_service(args: dict[str, Any] | None = None) -> FarmService:
     name=DEPLOYMENT_NAME,
     # No CPU reserved: a replica only enqueues, reads and streams, and the warm worker fleet
     # may hold every CPU of a node for as long as it idles, which would leave a restarted
-    # replica unschedulable (the API down) until a worker retired.
-    ray_actor_options={"num_cpus": 0},
+    # replica unschedulable (the API down) until a worker retired. On the head node: a replica
+    # starts its jobs' actors on its own node, and a worker node may be scaled away under them.
+    ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}},
     # Status polls are short, but each open event stream holds a request: allow many.
     max_ongoing_requests=200,
     autoscaling_config=DEFAULT_AUTOSCALING,

@@ -162,8 +162,11 @@ def _execute(spec: JobSpec, *, as_json: bool, detach: bool = False) -> None:
 
 @app.command()
 def run(
-    input: Annotated[Path, typer.Argument(help="source video")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="output video (.mp4 or .mov)")],
+    # str, not Path: a Path folds the "//" of an s3:// URL.
+    input: Annotated[str, typer.Argument(help="source video (a path or s3://BUCKET/KEY)")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="output video (.mp4 or .mov; path or s3://)")
+    ],
     passthrough: Annotated[bool, typer.Option(help="copy frames unchanged (no face swap)")] = False,
     identity: Annotated[
         Path | None, typer.Option(help="identity pack directory (farm identity create)")
@@ -194,7 +197,8 @@ def run(
         typer.Option(help="directory of user-supplied model files", envvar="FARM_MODELS"),
     ] = None,
     work_dir: Annotated[
-        Path | None, typer.Option(help="keep intermediates and the ledger here (resumable)")
+        str | None,
+        typer.Option(help="keep intermediates and the ledger here (resumable; path or s3://)"),
     ] = None,
     intermediate: Annotated[str, typer.Option(help="fast | lossless shard encoding")] = "fast",
     codec: Annotated[str, typer.Option(help="final video codec: h264 | hevc")] = "h264",
@@ -345,22 +349,35 @@ def run(
 
 @app.command()
 def resume(
-    work_dir: Annotated[Path, typer.Argument(help="work directory of an interrupted job")],
+    work_dir: Annotated[
+        str, typer.Argument(help="work directory of an interrupted job (a path or s3://)")
+    ],
     address: Annotated[str | None, typer.Option(help="join this Ray cluster")] = None,
     detach: Annotated[bool, typer.Option(help="leave the job running on the cluster")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON report")] = False,
 ) -> None:
     """Finish an interrupted job: reuse every finished shard and sentence, run the rest."""
+    from farm.objectstore import is_url
     from farm.pipeline.plan import default_work_dir
     from farm.plan.ledger import Ledger
     from farm.spec import parse_spec
 
-    ledger = Ledger.load(work_dir)
-    data = ledger.spec
-    output = Path(str(data.get("output", "")))
-    # A default work dir stays a default one (removed once the job is done); a --work-dir stays.
-    if work_dir.resolve() != default_work_dir(output).resolve():
-        data["work_dir"] = str(work_dir.resolve())
+    if is_url(work_dir):
+        from farm.pipeline.remote import remote_ledger
+
+        data = remote_ledger(work_dir).spec
+        # The ledger's spec names its URLs; only a --work-dir given by URL is set again.
+        remote = data.get("remote") or {}
+        if not remote.get("default_work_dir"):
+            data["work_dir"] = work_dir
+    else:
+        local = Path(work_dir)
+        data = Ledger.load(local).spec
+        output = Path(str(data.get("output", "")))
+        # A default work dir stays a default one (removed once the job is done); a --work-dir
+        # stays.
+        if local.resolve() != default_work_dir(output).resolve():
+            data["work_dir"] = str(local.resolve())
     if address is not None:
         data.setdefault("cluster", {})["address"] = address
     _execute(parse_spec(data), as_json=as_json, detach=detach)

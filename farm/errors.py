@@ -12,6 +12,7 @@
     │   └── DeviceUnavailable      the job demands a GPU provider this machine's onnxruntime lacks
     ├── ConsentError               the consent record is missing or does not allow the job
     ├── StorageError               a node cannot read an input or write the work directory
+    │                              (or reach an object store: s3://; `retryable` when transient)
     ├── ShardFailed                a unit of work failed; `retryable` says whether to run it again
     ├── UnitFailed                 a unit failed for good (out of attempts, or not retryable)
     ├── Cancelled                  the job was cancelled; finished work stays in its work dir
@@ -123,10 +124,15 @@ class ConsentError(FarmError):
 class StorageError(FarmError):
     """A node that will run work cannot read an input or write the job's work directory."""
 
-    def __init__(self, message: str, *, node: str = "", path: str = "") -> None:
+    def __init__(
+        self, message: str, *, node: str = "", path: str = "", retryable: bool = False
+    ) -> None:
         super().__init__(message)
         self.node = node
         self.path = path
+        self.retryable = retryable
+        """True for a transient failure (an object store that did not answer), never for a
+        missing bucket, missing credentials or a refused permission."""
 
 
 class ShardFailed(FarmError):

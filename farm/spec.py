@@ -6,9 +6,10 @@ after the other. Change it with ``spec.model_copy(update=...)``, never in place.
 
 The job's identity (`content_hash`, hence its id, ledger key and watermark payload) covers what
 changes the output and nothing else: execution settings (workers, GPUs, device, address,
-timeouts), the output and work paths, metrics and fault injection are left out, so the same job
-gives the same bytes wherever and however it runs. Every path is made absolute when the spec is
-validated, so it means the same in a worker, on resume from another folder, and in the ledger.
+timeouts), the input's, output's and work paths (or object-storage URLs), metrics and fault
+injection are left out, so the same job gives the same bytes wherever and however it runs. Every
+path is made absolute when the spec is validated, so it means the same in a worker, on resume
+from another folder, and in the ledger.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from farm.chaos import ChaosSettings
 from farm.errors import SpecError
 from farm.face.settings import FaceSettings
 from farm.fsutil import AbsolutePath
+from farm.objectstore import RemoteLocations, bind_remote
 from farm.provenance.settings import ProvenanceSettings
 from farm.voice.settings import VoiceSettings
 
@@ -179,6 +181,21 @@ class JobSpec(BaseModel):
     provenance: ProvenanceSettings | None = Field(
         default=None, description="filled by the job from its id and the operator key"
     )
+    remote: RemoteLocations | None = Field(
+        default=None,
+        description="the object-storage URLs (s3://...) given for input, output or work_dir; "
+        "those fields then hold their local stand-ins on this node (farm.objectstore)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object_storage(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        try:
+            return bind_remote(data)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _something_to_do(self) -> JobSpec:
@@ -217,6 +234,10 @@ class JobSpec(BaseModel):
         relevant = self.model_dump(
             mode="json",
             exclude={
+                # The input is its bytes (the job key holds their sha256), not where they lie:
+                # the same clip on a local disk or at s3:// is the same job.
+                "input",
+                "remote",
                 "output",
                 "work_dir",
                 "metrics_port",

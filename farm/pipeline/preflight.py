@@ -122,6 +122,12 @@ def _check_voice_backends(spec: JobSpec, pack: IdentityPack) -> None:
 
 def preflight(spec: JobSpec) -> list[str]:
     """Check the job's inputs and settings before any cluster starts; return its warnings."""
+    if spec.remote is not None:
+        from farm.pipeline.remote import RemoteJob
+
+        # s3:// input: downloaded now into this node's cache (the job, on this node, reuses
+        # it); output and work dir URLs: a real write, so a missing bucket fails here.
+        spec = RemoteJob(spec).check()
     check_output_writable(spec.output)
     info = probe(spec.input)
     if info.path.resolve() == spec.output.resolve():

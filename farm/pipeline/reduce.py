@@ -29,6 +29,7 @@ from farm.media.commands import CONTAINER_FORMATS, mux_argv
 from farm.media.ffmpeg import run_ffmpeg
 from farm.media.join import join_by_copy, join_by_encode, validate_shards
 from farm.pipeline.plan import JobPlan
+from farm.pipeline.remote import fetch_unit_files
 from farm.pipeline.report import (
     AudioReport,
     FaceStackReport,
@@ -153,6 +154,8 @@ def reduce_job(
             f"{plan.operator_key_id}; every node must carry the same FARM_OPERATOR_KEY"
         )
     t0 = time.perf_counter()
+    # Object storage: shards and sentences rendered on other nodes come from the work dir URL.
+    fetch_unit_files(spec, plan.work_dir, request.shards, request.sentences)
     paths = [shard_output_path(plan.work_dir, s) for s in plan.shards]
     validate_shards(plan.shards, paths, plan.shard_encoder)
     timings["validate_s"] = time.perf_counter() - t0

@@ -26,6 +26,7 @@ from farm.fsutil import write_json_atomic
 from farm.pipeline.plan import JobPlan, pending_shards, prepare_job, report_path, shard_task
 from farm.pipeline.progress import EventSink, utc_now
 from farm.pipeline.reduce import ReduceRequest, reduce_job
+from farm.pipeline.remote import RemoteJob
 from farm.pipeline.report import JobReport, WorkerReport
 from farm.pipeline.storage import StorageAccess, check_access, storage_access, storage_error
 from farm.pipeline.units import Unit, UnitResult, UnitWorker, decode_threads, schedule_units
@@ -132,7 +133,12 @@ def _execute(
     started = time.perf_counter()
     started_at = utc_now()
     emit({"event": "planning"})
+    remote = RemoteJob.of(spec)  # s3:// locations: staged on this node's disk (pipeline.remote)
+    if remote is not None:
+        spec = remote.stage()
     plan, ledger = prepare_job(spec)
+    if remote is not None:
+        remote.attach(ledger)
     voice = plan_voice_units(plan)
     todo_shards, reused_shards = pending_shards(plan, ledger)
     todo_sentences, reused_sentences = (
@@ -244,8 +250,12 @@ def _execute(
     report = report.model_copy(
         update={"stage_seconds": seconds, "started_at": started_at, "finished_at": utc_now()}
     )
+    if remote is not None:
+        report = remote.describe(report)
     ledger.mark_output({"path": report.output, "sha256": report.output_sha256, "run_id": run_id})
     write_json_atomic(report_path(spec.output), report.model_dump(mode="json"))
+    if remote is not None:
+        remote.publish()
     if not plan.keep_work_dir:
         shutil.rmtree(plan.work_dir, ignore_errors=True)
     emit({"event": "finished", "output": report.output, "report": report.model_dump(mode="json")})

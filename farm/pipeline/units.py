@@ -100,6 +100,23 @@ class UnitWorker:
         yes the unit ends with `Cancelled` (its partial file is removed) within one batch.
         """
 
+        if spec.remote is not None:
+            # Object storage: the unit runs on this node's copies, and its file is in the
+            # remote work dir before the job hears that it is done.
+            from farm.pipeline.remote import deliver_unit, stage_unit
+
+            staged = stage_unit(spec, unit)
+            result = self._run(spec, staged, on_frames, should_stop)
+            return deliver_unit(spec, unit, staged, result)
+        return self._run(spec, unit, on_frames, should_stop)
+
+    def _run(
+        self,
+        spec: JobSpec,
+        unit: Unit,
+        on_frames: FramesCallback | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> UnitResult:
         def check_stop() -> None:
             if should_stop is not None and should_stop():
                 raise Cancelled(f"{unit.key}: cancelled")

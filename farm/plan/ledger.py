@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ class Ledger:
     def __init__(self, work_dir: Path, data: dict[str, Any]) -> None:
         self.work_dir = work_dir
         self.data = data
+        self.on_save: Callable[[Ledger], None] | None = None
+        """Called after every save (the object-storage mirror uploads the ledger from here)."""
 
     @property
     def path(self) -> Path:
@@ -121,6 +124,8 @@ class Ledger:
     def save(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path, self.data)
+        if self.on_save is not None:
+            self.on_save(self)
 
 
 def with_resume_hint(error: FarmError, work_dir: str | None) -> FarmError:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from deploy.generated import write_or_check
 from deploy.monitoring.dashboards import build_dashboards
 from deploy.monitoring.rules import prometheus_rule
 
@@ -34,19 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=MONITORING_DIR)
     parser.add_argument("--check", action="store_true", help="fail if a file differs")
     args = parser.parse_args(argv)
-    stale = []
-    for relative, text in rendered_files().items():
-        path = args.out / relative
-        if args.check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                stale.append(relative)
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    if stale:
-        print(f"out of date: {', '.join(stale)}; run `python -m deploy.monitoring`")
-        return 1
-    return 0
+    return write_or_check(
+        rendered_files(), args.out, check=args.check, command="python -m deploy.monitoring"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ runs against a real Prometheus.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -511,8 +512,6 @@ def build_dashboard(spec: DashboardSpec) -> dict[str, Any]:
     for kind, item in _layout(spec.rows):
         builder = builder.with_row(item) if kind == "row" else builder.with_panel(item)
     encoded = JSONEncoder(sort_keys=True, indent=2).encode(builder.build())
-    import json
-
     return dict(json.loads(encoded))
 
 

@@ -36,13 +36,9 @@ class MetricsExporter:
     def __init__(self, port: int, host: str) -> None:
         self.metrics = FarmMetrics()
         self.metrics.serve(port, host)
-        self.address = f"{host}:{port}"
 
     def record(self, run_id: str, event: Mapping[str, Any]) -> None:
         self.metrics.record(event, run_id)
-
-    def where(self) -> str:
-        return self.address
 
 
 def exporter_port(environ: Mapping[str, str]) -> int | None:

@@ -104,6 +104,11 @@ def sibling_url(url: str, name: str) -> str:
     return f"{url.rsplit('/', 1)[0]}/{name}"
 
 
+def default_work_dir_url(output_url: str) -> str:
+    """``.OUT.mp4.farm-work`` beside the output, as `farm.pipeline.plan.default_work_dir`."""
+    return sibling_url(output_url, f".{basename(output_url)}.farm-work")
+
+
 def join_url(base: str, relative: str) -> str:
     return f"{base.rstrip('/')}/{relative.lstrip('/')}"
 
@@ -170,9 +175,7 @@ def bind_remote(data: dict[str, Any], root: Path | None = None) -> dict[str, Any
     if remote.get("output") and not remote.get("work_dir") and data.get("work_dir") is None:
         # Mirrors the local default (.OUT.mp4.farm-work beside the output), so that workers on
         # other nodes can deliver their shards and a crash keeps them.
-        remote["work_dir"] = sibling_url(
-            remote["output"], f".{basename(remote['output'])}.farm-work"
-        )
+        remote["work_dir"] = default_work_dir_url(remote["output"])
         remote["default_work_dir"] = True
     if remote.get("input") and remote.get("input") == remote.get("output"):
         raise SpecError("output must not overwrite the input; choose another output URL")

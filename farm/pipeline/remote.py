@@ -25,7 +25,6 @@ from pathlib import Path
 from farm.errors import StorageError
 from farm.objectstore import (
     RemoteLocations,
-    basename,
     download,
     join_url,
     list_files,
@@ -243,7 +242,3 @@ def remote_ledger(url: str) -> Ledger:
         raise SpecError(f"{url} has no {LEDGER_NAME}: it is not the work directory of a job")
     download(join_url(url, LEDGER_NAME), local / LEDGER_NAME)
     return Ledger.load(local)
-
-
-def default_remote_work_dir(output_url: str) -> str:
-    return sibling_url(output_url, f".{basename(output_url)}.farm-work")

@@ -402,3 +402,18 @@ def test_the_batch_job_runs_a_real_farm_batch_command() -> None:
     context = batch.make_context("batch", argv[2:], resilient_parsing=False)
     assert context.params["address"] == "auto"
     assert str(context.params["manifest"]).startswith(DATA_PATH)
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_ray_pods_leave_the_cluster_gracefully(kustomization: str) -> None:
+    for obj in _objects(kustomization):
+        for name, template in _pod_templates(obj):
+            if name == "submitter":
+                continue
+            pod = template["spec"]
+            assert pod["terminationGracePeriodSeconds"] >= 30, (obj["metadata"]["name"], name)
+            (container,) = pod["containers"]
+            pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+            assert pre_stop[-1] == "ray stop", (obj["metadata"]["name"], name)
+    deployment = yaml.safe_load(SERVE_CONFIG.read_text())["applications"][0]["deployments"][0]
+    assert deployment["graceful_shutdown_timeout_s"] > 0
